@@ -1,0 +1,123 @@
+"""Configuration dataclasses: network shape and losses (:class:`ModelConfig`), training sets (:class:`SetConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+class _ConfigMixin:
+    @classmethod
+    def from_kwargs(cls, base=None, **kwargs):
+        """Return ``base`` (or the defaults) with the fields in ``kwargs`` replaced; unknown names raise."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"Unknown {cls.__name__} option(s) {unknown}; valid options are {sorted(names)}.")
+        values = asdict(base) if base is not None else {}
+        values.update(kwargs)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Return the configuration as a plain dictionary."""
+        return asdict(self)
+
+
+@dataclass
+class ModelConfig(_ConfigMixin):
+    """Network sizes, regularisation and loss settings of :class:`~spatialedm.SpatialEDM`.
+
+    Parameters
+    ----------
+    n_hidden
+        Width of the expression encoder's hidden layers.
+    n_latent
+        Dimension of the per-cell expression embedding ``Z``.
+    n_encoder_layers
+        Hidden layers of the expression encoder.
+    dim
+        Width of the set-attention networks (context ``H``, generator, denoiser).
+    n_context_blocks, n_generator_blocks, n_denoiser_blocks
+        ISAB blocks in the context encoder, generator and denoiser.
+    n_inducing
+        Inducing points per ISAB block.
+    n_heads
+        Attention heads.
+    dropout
+        Dropout rate in the expression encoder (the set networks use none: it is slow on CPUs and the
+        input noise below regularises them).
+    gene_dropout
+        Fraction of genes zeroed at random in training inputs (DESIGN.md decision 10).
+    expression_noise
+        Standard deviation of Gaussian noise added to the scaled training inputs.
+    temperature
+        InfoNCE temperature of the spatial-contrastive encoder loss.
+    n_positive
+        Physical nearest neighbours counted as positives in the contrastive loss.
+    vicreg_weight
+        Weight of the VICReg variance and covariance terms.
+    local_k
+        Neighbours per cell in the generator's local distance loss.
+    local_weight
+        Weight of the generator's local distance loss.
+    scale_weight
+        Weight of the generator's log-scale loss.
+    sigma_min_factor, sigma_max_factor
+        Training noise levels span ``[sigma_min_factor, sigma_max_factor] * sigma_data`` of the residual.
+    sigma_start_factor
+        Default starting noise level of the refiner, in units of the residual's ``sigma_data``.
+    n_steps
+        Default number of Heun steps of the refiner.
+    """
+
+    n_hidden: int = 256
+    n_latent: int = 64
+    n_encoder_layers: int = 2
+    dim: int = 64
+    n_context_blocks: int = 2
+    n_generator_blocks: int = 2
+    n_denoiser_blocks: int = 3
+    n_inducing: int = 16
+    n_heads: int = 4
+    dropout: float = 0.1
+    gene_dropout: float = 0.2
+    expression_noise: float = 0.3
+    temperature: float = 0.1
+    n_positive: int = 5
+    vicreg_weight: float = 0.1
+    local_k: int = 8
+    local_weight: float = 1.0
+    scale_weight: float = 0.1
+    sigma_min_factor: float = 0.02
+    sigma_max_factor: float = 3.0
+    sigma_start_factor: float = 1.0
+    n_steps: int = 4
+
+
+@dataclass
+class SetConfig(_ConfigMixin):
+    """How training sets are drawn from the reference (DESIGN.md decisions 8 and 9).
+
+    Parameters
+    ----------
+    n_sets_per_epoch
+        Training sets drawn per epoch.
+    sets_per_batch
+        Sets per optimisation step.
+    min_set_size, max_set_size
+        Set sizes are drawn uniformly in this range (capped by the section size).
+    local_fraction
+        Fraction of sets that are local patches (a random centre and its nearest cells); the rest are
+        random subsets of a whole section, as dissociated cells are.
+    validation_fraction
+        Fraction of each section held out as one contiguous spatial block for validation.
+    n_validation_sets
+        Validation sets drawn (once, fixed) from the held-out blocks.
+    """
+
+    n_sets_per_epoch: int = 256
+    sets_per_batch: int = 8
+    min_set_size: int = 64
+    max_set_size: int = 512
+    local_fraction: float = 0.5
+    validation_fraction: float = 0.1
+    n_validation_sets: int = 32

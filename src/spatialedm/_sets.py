@@ -1,0 +1,239 @@
+"""Training sets drawn from reference sections, and the Lightning data module that serves them.
+
+A training example is a *set* of cells with their expression and the set's own normalised
+coordinates. Sets mix local patches with random subsets of a whole section, so that they look like
+the dissociated cells the model will be asked to place (DESIGN.md decision 8). Validation uses a
+contiguous spatial block of each section, never seen in training (decision 9).
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch.utils.data import DataLoader, Dataset
+
+from ._config import SetConfig
+from ._constants import REGISTRY_KEYS
+
+MASK_KEY = "mask"
+
+
+def normalize_sections(coords: np.ndarray, sections: np.ndarray) -> np.ndarray:
+    """Centre each section and scale it to unit per-axis RMS.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` coordinates.
+    sections
+        Integer section code per cell.
+
+    Returns
+    -------
+    Normalised ``float32`` coordinates.
+    """
+    out = np.empty_like(coords, dtype=np.float32)
+    for s in np.unique(sections):
+        idx = sections == s
+        c = coords[idx] - coords[idx].mean(0)
+        out[idx] = c / max(np.sqrt((c**2).mean()), 1e-12)
+    return out
+
+
+def spatial_block_split(
+    coords: np.ndarray, sections: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Mark one contiguous block per section (a random centre and its nearest cells) as validation.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` coordinates.
+    sections
+        Integer section code per cell.
+    fraction
+        Fraction of each section in its block.
+    rng
+        Random generator.
+
+    Returns
+    -------
+    Boolean array, ``True`` for validation cells.
+    """
+    val = np.zeros(len(coords), dtype=bool)
+    if fraction <= 0:
+        return val
+    for s in np.unique(sections):
+        idx = np.flatnonzero(sections == s)
+        k = int(round(fraction * len(idx)))
+        if k < 2 or len(idx) - k < 2:
+            continue
+        centre = coords[rng.choice(idx)]
+        _, nn = cKDTree(coords[idx]).query(centre, k=k)
+        val[idx[np.atleast_1d(nn)]] = True
+    return val
+
+
+class SetSampler:
+    """Draws sets of cells (indices) from pools of cells, one pool per section.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` per-section normalised coordinates.
+    sections
+        Integer section code per cell.
+    pool
+        Boolean mask of the cells that may be drawn.
+    config
+        Set sizes and the local/global mix.
+    """
+
+    def __init__(self, coords: np.ndarray, sections: np.ndarray, pool: np.ndarray, config: SetConfig):
+        self.config = config
+        self.pools = []
+        for s in np.unique(sections[pool]):
+            idx = np.flatnonzero(pool & (sections == s))
+            if len(idx) >= 2:
+                self.pools.append((idx, cKDTree(coords[idx])))
+        if not self.pools:
+            raise ValueError("No section has at least 2 cells to draw training sets from.")
+        self.coords = coords
+        sizes = np.array([len(p[0]) for p in self.pools], dtype=float)
+        self.section_p = sizes / sizes.sum()
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """Return the indices of one set."""
+        idx, tree = self.pools[rng.choice(len(self.pools), p=self.section_p)]
+        cfg = self.config
+        n = int(rng.integers(cfg.min_set_size, cfg.max_set_size + 1))
+        n = max(2, min(n, len(idx)))
+        if rng.random() < cfg.local_fraction:
+            centre = self.coords[idx[rng.integers(len(idx))]]
+            _, nn = tree.query(centre, k=n)
+            return idx[np.atleast_1d(nn)]
+        return rng.choice(idx, size=n, replace=False)
+
+
+class SetDataset(Dataset):
+    """Map-style dataset of random sets; item ``i`` is a set drawn by :class:`SetSampler`.
+
+    Parameters
+    ----------
+    expression
+        ``(n, G)`` preprocessed expression.
+    coords
+        ``(n, d)`` per-section normalised coordinates.
+    sampler
+        The set sampler.
+    n_sets
+        Length of the dataset (sets per epoch).
+    seed
+        Seed of the set draws.
+    fixed
+        Draw the sets once and serve the same ones every epoch (validation).
+    """
+
+    def __init__(
+        self,
+        expression: np.ndarray,
+        coords: np.ndarray,
+        sampler: SetSampler,
+        n_sets: int,
+        seed: int,
+        fixed: bool = False,
+    ):
+        self.expression = expression
+        self.coords = coords
+        self.sampler = sampler
+        self.n_sets = n_sets
+        self.rng = np.random.default_rng(seed)
+        self.fixed_sets = [sampler.draw(self.rng) for _ in range(n_sets)] if fixed else None
+
+    def __len__(self) -> int:
+        return self.n_sets
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        idx = self.fixed_sets[i] if self.fixed_sets is not None else self.sampler.draw(self.rng)
+        c = self.coords[idx]
+        c = c - c.mean(0)
+        c = c / max(np.sqrt((c**2).mean()), 1e-12)
+        return {REGISTRY_KEYS.X_KEY: self.expression[idx], REGISTRY_KEYS.SPATIAL_KEY: c.astype(np.float32)}
+
+
+def collate_sets(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Pad sets to the largest in the batch and add a boolean ``mask`` of real cells.
+
+    Parameters
+    ----------
+    items
+        Sets from :class:`SetDataset`.
+
+    Returns
+    -------
+    Batched tensors ``X`` ``(B, N, G)``, ``spatial`` ``(B, N, d)`` and ``mask`` ``(B, N)``.
+    """
+    n_max = max(len(it[REGISTRY_KEYS.X_KEY]) for it in items)
+    out = {}
+    for key in (REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.SPATIAL_KEY):
+        first = items[0][key]
+        buf = np.zeros((len(items), n_max, first.shape[1]), dtype=np.float32)
+        for b, it in enumerate(items):
+            buf[b, : len(it[key])] = it[key]
+        out[key] = torch.from_numpy(buf)
+    mask = np.zeros((len(items), n_max), dtype=bool)
+    for b, it in enumerate(items):
+        mask[b, : len(it[REGISTRY_KEYS.X_KEY])] = True
+    out[MASK_KEY] = torch.from_numpy(mask)
+    return out
+
+
+class SetDataModule(pl.LightningDataModule):
+    """Lightning data module serving training sets and fixed validation sets from a held-out block.
+
+    Parameters
+    ----------
+    expression
+        ``(n, G)`` preprocessed reference expression.
+    coords
+        ``(n, d)`` raw reference coordinates.
+    sections
+        Integer section code per cell.
+    config
+        Set configuration.
+    seed
+        Seed of the split and of the set draws.
+    """
+
+    def __init__(
+        self, expression: np.ndarray, coords: np.ndarray, sections: np.ndarray, config: SetConfig, seed: int = 0
+    ):
+        super().__init__()
+        self.config = config
+        rng = np.random.default_rng(seed)
+        self.coords = normalize_sections(coords, sections)
+        self.val_mask = spatial_block_split(self.coords, sections, config.validation_fraction, rng)
+        train_sampler = SetSampler(self.coords, sections, ~self.val_mask, config)
+        self.train_dataset = SetDataset(expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1)
+        self.val_dataset = None
+        if self.val_mask.sum() >= 2 and config.n_validation_sets > 0:
+            val_sampler = SetSampler(self.coords, sections, self.val_mask, config)
+            self.val_dataset = SetDataset(
+                expression, self.coords, val_sampler, config.n_validation_sets, seed + 2, fixed=True
+            )
+        self.n_train = int((~self.val_mask).sum())
+        self.n_val = int(self.val_mask.sum())
+
+    def train_dataloader(self) -> DataLoader:
+        """Training sets; a new random draw each epoch."""
+        return DataLoader(
+            self.train_dataset, batch_size=self.config.sets_per_batch, shuffle=False, collate_fn=collate_sets
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Fixed validation sets from the held-out spatial blocks (empty when there are none)."""
+        if self.val_dataset is None:
+            return []
+        return DataLoader(self.val_dataset, batch_size=self.config.sets_per_batch, collate_fn=collate_sets)

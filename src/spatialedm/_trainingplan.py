@@ -1,0 +1,110 @@
+"""Lightning training plan: encoder stage, generator stage, refiner stage, one optimiser."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+
+from ._module import STAGES, SpatialEDMModule
+
+
+def stage_epochs(max_epochs: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Split ``max_epochs`` into encoder, generator and refiner epochs (each at least 1).
+
+    Parameters
+    ----------
+    max_epochs
+        Total epochs (at least 3).
+    fractions
+        Relative share of each stage.
+
+    Returns
+    -------
+    Epochs per stage, summing to ``max_epochs``.
+
+    Examples
+    --------
+    >>> stage_epochs(10, (0.2, 0.5, 0.3))
+    (2, 5, 3)
+    """
+    if max_epochs < 3:
+        raise ValueError(f"max_epochs must be at least 3 (one per training stage), got {max_epochs}.")
+    total = sum(fractions)
+    a = max(1, round(max_epochs * fractions[0] / total))
+    c = max(1, round(max_epochs * fractions[2] / total))
+    b = max(1, max_epochs - a - c)
+    a = max_epochs - b - c
+    return a, b, c
+
+
+class SpatialEDMTrainingPlan(pl.LightningModule):
+    """Trains :class:`~spatialedm._module.SpatialEDMModule` stage by stage.
+
+    Epochs ``[0, a)`` train the expression encoder (spatial contrastive), ``[a, a + b)`` the context
+    encoder and generator with the encoder frozen, and the rest the refiner with everything else
+    frozen. Losses are logged per stage as ``train_loss_<stage>`` / ``validation_loss_<stage>``.
+
+    Parameters
+    ----------
+    module
+        The module to train.
+    stage_epochs
+        Epochs of the encoder, generator and refiner stages.
+    lr
+        Learning rate (AdamW).
+    weight_decay
+        AdamW weight decay.
+    """
+
+    def __init__(
+        self,
+        module: SpatialEDMModule,
+        stage_epochs: tuple[int, int, int],
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+    ):
+        super().__init__()
+        self.module = module
+        self.stage_epochs = tuple(int(e) for e in stage_epochs)
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    @property
+    def stage(self) -> str:
+        """The stage of the current epoch."""
+        a, b, _ = self.stage_epochs
+        epoch = self.current_epoch
+        return STAGES[0] if epoch < a else STAGES[1] if epoch < a + b else STAGES[2]
+
+    def forward(self, batch, stage: str):
+        """Run the module and return its :class:`~scvi.module.base.LossOutput`."""
+        kw = {"stage": stage}
+        _, _, loss_output = self.module(batch, inference_kwargs=kw, generative_kwargs=kw, loss_kwargs=kw)
+        return loss_output
+
+    def _log(self, prefix: str, stage: str, out, batch_size: int):
+        sync = self.trainer is not None and self.trainer.world_size > 1
+        self.log(f"{prefix}_loss_{stage}", out.loss, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync)
+        for key, val in out.extra_metrics.items():
+            self.log(f"{prefix}_{key}", val, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync)
+
+    def training_step(self, batch, batch_idx):
+        """One optimisation step of the current stage."""
+        stage = self.stage
+        out = self.forward(batch, stage)
+        self._log("train", stage, out, batch["mask"].shape[0])
+        self.log("train_loss", out.loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch["mask"].shape[0])
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        """Loss of the current stage on sets from the held-out spatial blocks."""
+        stage = self.stage
+        if stage == "refiner" and float(self.module.sigma_data) <= 0:
+            return None
+        out = self.forward(batch, stage)
+        self._log("validation", stage, out, batch["mask"].shape[0])
+        return out.loss
+
+    def configure_optimizers(self):
+        """AdamW over all parameters; frozen stages get no gradients and are skipped."""
+        return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
