@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import spatialedm as sem
+
+
+def _snapshot(adata):
+    return {
+        "X": adata.X.copy(),
+        "obs": adata.obs.copy(),
+        "obsm": {k: np.array(v, copy=True) for k, v in adata.obsm.items()},
+        "uns": set(adata.uns.keys()),
+        "layers": {k: v.copy() for k, v in adata.layers.items()},
+        "var": adata.var.copy(),
+    }
+
+
+def test_setup_registers_fields_and_adds_only_scvi_keys(tissue, tiny):
+    before = _snapshot(tissue)
+    sem.SpatialEDM.setup_anndata(tissue, layer="counts", spatial_key="spatial", batch_key="section")
+    np.testing.assert_array_equal(before["X"], tissue.X)
+    np.testing.assert_array_equal(before["obsm"]["spatial"], tissue.obsm["spatial"])
+    assert set(tissue.obs.columns) - set(before["obs"].columns) <= {"_scvi_batch", "_scvi_labels"}
+    assert set(tissue.uns.keys()) - before["uns"] <= {"_scvi_uuid", "_scvi_manager_uuid"}
+    model = sem.SpatialEDM(tissue, **tiny)
+    assert model.module.n_spatial == 2
+    assert "20 genes, 2-D layout" in model._model_summary_string
+
+
+def test_train_logs_each_stage(trained):
+    hist = trained.history
+    for key in ("train_loss_encoder", "train_loss_generator", "train_loss_refiner", "validation_loss_generator"):
+        assert key in hist, key
+        assert np.isfinite(hist[key].dropna().to_numpy(dtype=float)).all()
+    assert trained.is_trained
+    assert float(trained.module.sigma_data) > 0
+
+
+def test_latent_representation_shape(trained, tissue, tiny):
+    z = trained.get_latent_representation(tissue)
+    assert z.shape == (tissue.n_obs, tiny["n_latent"])
+    assert np.isfinite(z).all()
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_coordinates_written_and_query_untouched(trained, tissue, refine):
+    query = tissue.copy()
+    del query.obsm["spatial"]
+    before = _snapshot(query)
+    coords = trained.get_latent_coordinates(query, refine=refine, seed=0)
+    assert coords.shape == (query.n_obs, 2)
+    np.testing.assert_allclose(coords.mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(np.sqrt((coords**2).mean()), 1, atol=1e-5)
+    np.testing.assert_allclose(query.obsm["X_spatialedm"], coords, atol=1e-6)
+    assert set(query.obsm.keys()) == set(before["obsm"]) | {"X_spatialedm"}
+    assert set(query.obs.columns) == set(before["obs"].columns)
+    np.testing.assert_array_equal(query.X, before["X"])
+
+
+def test_key_added_none_writes_nothing(trained, tissue):
+    query = tissue.copy()
+    trained.get_latent_coordinates(query, key_added=None, seed=0)
+    assert "X_spatialedm" not in query.obsm
+
+
+def test_fixed_seed_is_deterministic_and_seeds_differ(trained, tissue):
+    a = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
+    b = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
+    c = trained.get_latent_coordinates(tissue, seed=4, key_added=None, batch_size=100)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_uncertainty_with_several_samples(trained, tissue):
+    query = tissue[:80].copy()
+    trained.get_latent_coordinates(query, n_samples=3, seed=0)
+    u = query.obs["spatialedm_uncertainty"].to_numpy()
+    assert u.shape == (80,) and np.isfinite(u).all() and (u >= 0).all() and u.max() > 0
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_tiny_queries(trained, tissue, n):
+    coords = trained.get_latent_coordinates(tissue[:n].copy(), seed=0)
+    assert coords.shape == (n, 2)
+    assert np.isfinite(coords).all()
+
+
+def test_large_query_is_stitched_with_linear_memory(trained):
+    query = sem.datasets.synthetic_tissue(n_cells=5000, n_genes=20, n_sections=1, seed=5)
+    coords = trained.get_latent_coordinates(query, refine=True, seed=0, batch_size=256)
+    assert coords.shape == (5000, 2)
+    assert np.isfinite(coords).all()
+    # Every cell placed: no two-thirds of the layout collapsed onto the anchors' frame origin.
+    assert np.unique(np.round(coords, 6), axis=0).shape[0] > 4900
+
+
+def test_genes_matched_by_name(trained, tissue):
+    query = tissue.copy()
+    shuffled = query[:, np.random.default_rng(0).permutation(query.n_vars)].copy()
+    a = trained.get_latent_coordinates(query, seed=1, key_added=None)
+    b = trained.get_latent_coordinates(shuffled, seed=1, key_added=None)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_query_with_too_few_genes_raises(trained, tissue):
+    query = tissue[:, :3].copy()
+    with pytest.raises(ValueError, match="shares 3 of the model's 20 genes"):
+        trained.get_latent_coordinates(query)
+
+
+def test_query_with_some_missing_genes_warns(trained, tissue):
+    query = tissue[:, :15].copy()
+    with pytest.warns(UserWarning, match="shares 15 of the model's 20 genes"):
+        coords = trained.get_latent_coordinates(query, seed=0)
+    assert np.isfinite(coords).all()
+
+
+def test_save_load_round_trip(trained, tissue, tmp_path):
+    path = tmp_path / "model"
+    trained.save(path, overwrite=True)
+    before = trained.get_latent_coordinates(tissue, seed=7, key_added=None)
+    loaded = sem.SpatialEDM.load(path)
+    after = loaded.get_latent_coordinates(tissue, seed=7, key_added=None)
+    np.testing.assert_array_equal(before, after)
+    assert float(loaded.module.sigma_data) == float(trained.module.sigma_data)
+
+
+def test_missing_spatial_key_error(tissue):
+    with pytest.raises(KeyError, match="'coords' not found in adata.obsm"):
+        sem.SpatialEDM.setup_anndata(tissue, spatial_key="coords")
+
+
+def test_unknown_config_option():
+    adata = sem.datasets.synthetic_tissue(n_cells=60, n_genes=8, seed=0)
+    sem.SpatialEDM.setup_anndata(adata)
+    with pytest.raises(TypeError, match="Unknown ModelConfig option"):
+        sem.SpatialEDM(adata, n_layrs=3)
+
+
+def test_three_dimensional_reference(tiny, tiny_sets):
+    adata = sem.datasets.synthetic_tissue(n_cells=200, n_genes=12, n_sections=1, dim=3, seed=0)
+    sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial")
+    model = sem.SpatialEDM(adata, **tiny)
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    assert model.get_latent_coordinates(seed=0).shape == (200, 3)
+    assert adata.obsm["X_spatialedm"].shape == (200, 3)
