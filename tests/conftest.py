@@ -8,7 +8,13 @@ import spatialedm as sem
 
 # Tiny networks and sets keep every training test to a few seconds on 2 CPU cores.
 TINY = {"n_hidden": 32, "n_latent": 16, "dim": 16, "n_inducing": 4, "n_heads": 2, "n_denoiser_blocks": 1}
-TINY_SETS = {"n_sets_per_epoch": 8, "sets_per_batch": 4, "min_set_size": 16, "max_set_size": 48, "n_validation_sets": 4}
+TINY_SETS = {
+    "n_sets_per_epoch": 8,
+    "sets_per_batch": 4,
+    "min_set_size": 16,
+    "max_set_size": 48,
+    "n_validation_sets": 4,
+}
 
 
 @pytest.fixture

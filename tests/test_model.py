@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 import spatialedm as sem
 
 
@@ -30,7 +31,12 @@ def test_setup_registers_fields_and_adds_only_scvi_keys(tissue, tiny):
 
 def test_train_logs_each_stage(trained):
     hist = trained.history
-    for key in ("train_loss_encoder", "train_loss_generator", "train_loss_refiner", "validation_loss_generator"):
+    for key in (
+        "train_loss_encoder",
+        "train_loss_generator",
+        "train_loss_refiner",
+        "validation_loss_generator",
+    ):
         assert key in hist, key
         assert np.isfinite(hist[key].dropna().to_numpy(dtype=float)).all()
     assert trained.is_trained

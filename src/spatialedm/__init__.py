@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, geometry, metrics
+from . import baselines, datasets, edm, geometry, metrics, pl, tasks
 from ._config import ModelConfig, SetConfig
 from ._model import SpatialEDM
 
@@ -11,4 +11,15 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["ModelConfig", "SetConfig", "SpatialEDM", "baselines", "datasets", "geometry", "metrics", "tasks"]
+__all__ = [
+    "ModelConfig",
+    "SetConfig",
+    "SpatialEDM",
+    "baselines",
+    "datasets",
+    "edm",
+    "geometry",
+    "metrics",
+    "pl",
+    "tasks",
+]

@@ -133,7 +133,9 @@ class SpatialEDM(BaseModelClass):
         if batch_key is not None and batch_key not in adata.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs {list(adata.obs.columns)}.")
         if labels_key is not None and labels_key not in adata.obs:
-            raise KeyError(f"labels_key {labels_key!r} is not a column of adata.obs {list(adata.obs.columns)}.")
+            raise KeyError(
+                f"labels_key {labels_key!r} is not a column of adata.obs {list(adata.obs.columns)}."
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
@@ -230,7 +232,9 @@ class SpatialEDM(BaseModelClass):
         )
 
     @torch.inference_mode()
-    def get_latent_representation(self, adata: AnnData | None = None, batch_size: int | None = None) -> np.ndarray:
+    def get_latent_representation(
+        self, adata: AnnData | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         """Per-cell expression embedding ``Z`` of the trained encoder.
 
         Parameters
@@ -255,7 +259,9 @@ class SpatialEDM(BaseModelClass):
         batch_size = batch_size or 4096
         out = []
         for start in range(0, query.n_obs, batch_size):
-            x = torch.from_numpy(query.rows(np.arange(start, min(start + batch_size, query.n_obs)))).to(device)
+            x = torch.from_numpy(query.rows(np.arange(start, min(start + batch_size, query.n_obs)))).to(
+                device
+            )
             out.append(self.module.encoder(x).cpu().numpy())
         return np.concatenate(out)
 
@@ -286,9 +292,11 @@ class SpatialEDM(BaseModelClass):
         refine
             Run the diffusion refiner after the generator.
         n_samples
-            Independent samples (new noise and new subsets each). With more than one, the
-            layout is their aligned mean and ``obs["spatialedm_uncertainty"]`` holds each cell's RMS
-            distance from it, in units of the layout's per-axis RMS.
+            With more than one, also draw this many stochastic refinements (the refiner started
+            from noise at ``sigma_start`` around the generator, with fresh subsets) and write each cell's
+            RMS distance from the returned layout to ``obs["spatialedm_uncertainty"]``, in units of the
+            layout's per-axis RMS. The returned layout is always the deterministic one (the refiner
+            started from the noise-free generator layout), which scores best.
         sigma_start
             Refiner's starting noise, in units of the residual's ``sigma_data`` (default from the
             model config); capped at the largest level trained on.
@@ -309,7 +317,9 @@ class SpatialEDM(BaseModelClass):
         --------
         >>> coords = model.get_latent_coordinates(query, seed=0)  # doctest: +SKIP
         >>> import squidpy as sq  # doctest: +SKIP
-        >>> sq.pl.spatial_scatter(query, spatial_key="X_spatialedm", shape=None, color="cell_type")  # doctest: +SKIP
+        >>> sq.pl.spatial_scatter(
+        ...     query, spatial_key="X_spatialedm", shape=None, color="cell_type"
+        ... )  # doctest: +SKIP
         """
         self._check_if_trained(warn=True)
         if n_samples < 1:
@@ -319,27 +329,31 @@ class SpatialEDM(BaseModelClass):
         set_size = int(batch_size or self.set_config_["max_set_size"])
         if set_size < 2:
             raise ValueError(f"batch_size must be at least 2, got {set_size}.")
-        gen = torch.Generator().manual_seed(int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))))
+        gen = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        )
         self.module.eval()
-        samples = [
-            self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen) for _ in range(n_samples)
-        ]
+        layout = _unit_rms(self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, False))
         spread = None
-        if n_samples == 1:
-            layout = _unit_rms(samples[0])
-        else:
-            aligned = [samples[0]] + [align_numpy(s, samples[0], scale=True) for s in samples[1:]]
-            mean = np.mean(aligned, axis=0)
-            unit = 1.0 / max(np.sqrt(((mean - mean.mean(0)) ** 2).mean()), 1e-12)
-            spread = unit * np.sqrt(np.mean([((a - mean) ** 2).sum(1) for a in aligned], axis=0))
-            layout = _unit_rms(mean)
+        if n_samples > 1:
+            # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
+            # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
+            draws = [
+                align_numpy(
+                    self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, True), layout
+                )
+                for _ in range(n_samples)
+            ]
+            spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
         if key_added is not None:
             target.obsm[key_added] = layout.astype(np.float32)
             if spread is not None:
                 target.obs["spatialedm_uncertainty"] = spread.astype(np.float32)
         return layout
 
-    def _predict_sets(self, query, subsets, refine, sigma_start, n_steps, gen) -> list[np.ndarray]:
+    def _predict_sets(
+        self, query, subsets, refine, sigma_start, n_steps, gen, stochastic
+    ) -> list[np.ndarray]:
         device = self.device
         out = []
         for start in range(0, len(subsets), SETS_PER_PASS):
@@ -357,15 +371,16 @@ class SpatialEDM(BaseModelClass):
                 sigma_start=sigma_start,
                 n_steps=n_steps,
                 generator=gen,
+                stochastic=stochastic,
             )
             v = v.float().cpu().numpy()
             out.extend(v[b, : len(s)].astype(np.float64) for b, s in enumerate(chunk))
         return out
 
-    def _sample_layout(self, query, set_size, refine, sigma_start, n_steps, gen) -> np.ndarray:
+    def _sample_layout(self, query, set_size, refine, sigma_start, n_steps, gen, stochastic) -> np.ndarray:
         n = query.n_obs
         if n <= set_size:
-            return self._predict_sets(query, [np.arange(n)], refine, sigma_start, n_steps, gen)[0]
+            return self._predict_sets(query, [np.arange(n)], refine, sigma_start, n_steps, gen, stochastic)[0]
         perm = torch.randperm(n, generator=gen).numpy()
         n_anchor = min(N_ANCHORS, set_size // 2)
         anchors, rest = perm[:n_anchor], perm[n_anchor:]
@@ -374,7 +389,7 @@ class SpatialEDM(BaseModelClass):
         # Spread the cells evenly over the subsets so the last one is not tiny.
         parts = np.array_split(rest, n_sub)
         subsets = [np.concatenate([anchors, p]) for p in parts]
-        preds = self._predict_sets(query, subsets, refine, sigma_start, n_steps, gen)
+        preds = self._predict_sets(query, subsets, refine, sigma_start, n_steps, gen, stochastic)
         frame = _generalised_procrustes([p[:n_anchor] for p in preds])
         layout = np.zeros((n, preds[0].shape[1]))
         layout[anchors] = frame

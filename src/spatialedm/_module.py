@@ -115,7 +115,10 @@ class SpatialEDMModule(BaseModuleClass):
             v_gen, resid, target = v_gen @ rot, resid @ rot, target @ rot
         sd = float(self.sigma_data)
         sigma = edm.sample_sigma(
-            v_gen.shape[0], self.config.sigma_min_factor * sd, self.config.sigma_max_factor * sd, device=v_gen.device
+            v_gen.shape[0],
+            self.config.sigma_min_factor * sd,
+            self.config.sigma_max_factor * sd,
+            device=v_gen.device,
         )
         noisy = resid + sigma[:, None, None] * torch.randn_like(resid) * mask.unsqueeze(-1)
         denoised = self.denoise(noisy, sigma, v_gen, h, mask)
@@ -157,16 +160,26 @@ class SpatialEDMModule(BaseModuleClass):
         mask = tensors[MASK_KEY]
         coords = tensors[REGISTRY_KEYS.SPATIAL_KEY]
         if stage == "encoder":
-            nce, var, cov = self._contrastive_loss(inference_outputs["z"], inference_outputs["z2"], coords, mask)
+            nce, var, cov = self._contrastive_loss(
+                inference_outputs["z"], inference_outputs["z2"], coords, mask
+            )
             loss = nce + self.config.vicreg_weight * (var + cov)
-            extra = {"infonce": nce.detach(), "vicreg_variance": var.detach(), "vicreg_covariance": cov.detach()}
+            extra = {
+                "infonce": nce.detach(),
+                "vicreg_variance": var.detach(),
+                "vicreg_covariance": cov.detach(),
+            }
         elif stage == "generator":
             v = inference_outputs["v_gen"]
             align_mse = aligned_mse(v, coords, mask).mean()
             scale = (torch.log(rms(v, mask)) - torch.log(rms(center(coords, mask), mask))).pow(2).mean()
             local = self._local_distance_loss(v, coords, mask)
             loss = align_mse + self.config.scale_weight * scale + self.config.local_weight * local
-            extra = {"aligned_mse": align_mse.detach(), "log_scale": scale.detach(), "local_distance": local.detach()}
+            extra = {
+                "aligned_mse": align_mse.detach(),
+                "log_scale": scale.detach(),
+                "local_distance": local.detach(),
+            }
         elif stage == "refiner":
             out = generative_outputs
             err = aligned_mse(out["final"], out["target"], mask)
@@ -210,7 +223,9 @@ class SpatialEDMModule(BaseModuleClass):
         k = min(self.config.local_k, coords.shape[1] - 1)
         dt, idx = d_true.topk(k, dim=-1, largest=False)
         diff = v.unsqueeze(2) - torch.gather(
-            v.unsqueeze(1).expand(-1, v.shape[1], -1, -1), 2, idx.unsqueeze(-1).expand(-1, -1, -1, v.shape[-1])
+            v.unsqueeze(1).expand(-1, v.shape[1], -1, -1),
+            2,
+            idx.unsqueeze(-1).expand(-1, -1, -1, v.shape[-1]),
         )
         dp = torch.sqrt(diff.pow(2).sum(-1) + 1e-8)
         valid = mask.unsqueeze(-1) & torch.isfinite(dt)
@@ -226,6 +241,7 @@ class SpatialEDMModule(BaseModuleClass):
         sigma_start: float | None = None,
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
+        stochastic: bool = False,
     ) -> torch.Tensor:
         """Layout of sets of cells: generator, then optionally the Heun-sampled refiner.
 
@@ -243,6 +259,10 @@ class SpatialEDMModule(BaseModuleClass):
             Number of Heun steps.
         generator
             Random generator for the starting noise.
+        stochastic
+            Start the refiner from the generator's layout plus Gaussian noise at ``sigma_start`` (a
+            sample of the layout's posterior). Otherwise start from the noise-free generator layout,
+            the mode of the noised distribution, which gives the deterministic, best-scoring layout.
 
         Returns
         -------
@@ -259,8 +279,10 @@ class SpatialEDMModule(BaseModuleClass):
         factor = min(factor, self.config.sigma_max_factor)  # never start above the trained range
         steps = self.config.n_steps if n_steps is None else n_steps
         sigmas = edm.karras_schedule(steps, factor * sd, self.config.sigma_min_factor * sd).to(x.device)
-        noise = torch.randn(v_gen.shape, generator=generator, device="cpu").to(x.device)
-        start = center(sigmas[0] * noise * mask.unsqueeze(-1), mask)
+        start = torch.zeros_like(v_gen)
+        if stochastic:
+            noise = torch.randn(v_gen.shape, generator=generator, device="cpu").to(x.device)
+            start = center(sigmas[0] * noise * mask.unsqueeze(-1), mask)
 
         def denoise(r, s):
             return self.denoise(r, s.expand(r.shape[0]), v_gen, h, mask)

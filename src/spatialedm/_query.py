@@ -52,7 +52,9 @@ class QueryExpression:
             raise ValueError("The query AnnData has no cells (n_obs == 0).")
         if not adata.var_names.is_unique:
             dup = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-            raise ValueError(f"The query has duplicated gene names in var_names, e.g. {dup}; make them unique.")
+            raise ValueError(
+                f"The query has duplicated gene names in var_names, e.g. {dup}; make them unique."
+            )
         if layer is not None and layer not in adata.layers:
             raise KeyError(f"Layer {layer!r} not found in the query's layers {list(adata.layers.keys())}.")
         self.X = adata.layers[layer] if layer is not None else adata.X

@@ -208,7 +208,12 @@ class SetDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, expression: np.ndarray, coords: np.ndarray, sections: np.ndarray, config: SetConfig, seed: int = 0
+        self,
+        expression: np.ndarray,
+        coords: np.ndarray,
+        sections: np.ndarray,
+        config: SetConfig,
+        seed: int = 0,
     ):
         super().__init__()
         self.config = config
@@ -216,7 +221,9 @@ class SetDataModule(pl.LightningDataModule):
         self.coords = normalize_sections(coords, sections)
         self.val_mask = spatial_block_split(self.coords, sections, config.validation_fraction, rng)
         train_sampler = SetSampler(self.coords, sections, ~self.val_mask, config)
-        self.train_dataset = SetDataset(expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1)
+        self.train_dataset = SetDataset(
+            expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1
+        )
         self.val_dataset = None
         if self.val_mask.sum() >= 2 and config.n_validation_sets > 0:
             val_sampler = SetSampler(self.coords, sections, self.val_mask, config)

@@ -84,16 +84,32 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
 
     def _log(self, prefix: str, stage: str, out, batch_size: int):
         sync = self.trainer is not None and self.trainer.world_size > 1
-        self.log(f"{prefix}_loss_{stage}", out.loss, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync)
+        self.log(
+            f"{prefix}_loss_{stage}",
+            out.loss,
+            on_epoch=True,
+            on_step=False,
+            batch_size=batch_size,
+            sync_dist=sync,
+        )
         for key, val in out.extra_metrics.items():
-            self.log(f"{prefix}_{key}", val, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync)
+            self.log(
+                f"{prefix}_{key}", val, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync
+            )
 
     def training_step(self, batch, batch_idx):
         """One optimisation step of the current stage."""
         stage = self.stage
         out = self.forward(batch, stage)
         self._log("train", stage, out, batch["mask"].shape[0])
-        self.log("train_loss", out.loss, on_epoch=True, on_step=False, prog_bar=True, batch_size=batch["mask"].shape[0])
+        self.log(
+            "train_loss",
+            out.loss,
+            on_epoch=True,
+            on_step=False,
+            prog_bar=True,
+            batch_size=batch["mask"].shape[0],
+        )
         return out.loss
 
     def validation_step(self, batch, batch_idx):

@@ -185,7 +185,9 @@ def aligned_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | N
     return err / (w.sum(-1).clamp_min(1.0) * pred.shape[-1])
 
 
-def random_orthogonal(batch: int, dim: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+def random_orthogonal(
+    batch: int, dim: int, generator: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """Draw Haar-random matrices from O(d) (rotations and reflections).
 
     Parameters

@@ -50,7 +50,13 @@ class ResidualDenoiser(nn.Module):
     """
 
     def __init__(
-        self, dim: int, n_spatial: int, n_blocks: int = 3, n_inducing: int = 32, n_heads: int = 4, dropout: float = 0.0
+        self,
+        dim: int,
+        n_spatial: int,
+        n_blocks: int = 3,
+        n_inducing: int = 32,
+        n_heads: int = 4,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.noise_embed = nn.Sequential(_FourierNoiseEmbedding(dim), nn.Linear(dim, dim), nn.GELU())
@@ -60,7 +66,12 @@ class ResidualDenoiser(nn.Module):
         for film in self.films:
             nn.init.zeros_(film.weight)
             nn.init.zeros_(film.bias)
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, n_spatial))
+        self.head = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, n_spatial)
+        )
+        # Zero output at initialisation: an untrained refiner leaves the generator's layout as it is.
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     def forward(
         self,

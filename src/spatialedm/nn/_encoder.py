@@ -29,7 +29,9 @@ class ExpressionEncoder(nn.Module):
     torch.Size([5, 8])
     """
 
-    def __init__(self, n_input: int, n_hidden: int = 256, n_latent: int = 64, n_layers: int = 2, dropout: float = 0.1):
+    def __init__(
+        self, n_input: int, n_hidden: int = 256, n_latent: int = 64, n_layers: int = 2, dropout: float = 0.1
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         d = n_input
@@ -40,7 +42,9 @@ class ExpressionEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         # Separate projection head for the contrastive loss (SimCLR practice): the loss shapes the
         # head's space, the embedding below it keeps more information for the later stages.
-        self.projection = nn.Sequential(nn.Linear(n_latent, n_latent), nn.GELU(), nn.Linear(n_latent, n_latent))
+        self.projection = nn.Sequential(
+            nn.Linear(n_latent, n_latent), nn.GELU(), nn.Linear(n_latent, n_latent)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed expression ``x`` of shape ``(..., n_input)``."""

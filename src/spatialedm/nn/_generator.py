@@ -35,7 +35,13 @@ class LayoutGenerator(nn.Module):
     """
 
     def __init__(
-        self, dim: int, n_spatial: int, n_blocks: int = 2, n_inducing: int = 32, n_heads: int = 4, dropout: float = 0.0
+        self,
+        dim: int,
+        n_spatial: int,
+        n_blocks: int = 2,
+        n_inducing: int = 32,
+        n_heads: int = 4,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads, dropout) for _ in range(n_blocks)])

@@ -27,7 +27,9 @@ class MAB(nn.Module):
         self.attn = nn.MultiheadAttention(dim, n_heads, dropout=dropout, batch_first=True)
         self.ln1 = nn.LayerNorm(dim)
         self.ln2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.ff = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+        )
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend from ``q`` ``(B, Nq, dim)`` to ``kv`` ``(B, Nk, dim)``; ``kv_mask`` marks real keys."""
@@ -89,7 +91,13 @@ class SetContextEncoder(nn.Module):
     """
 
     def __init__(
-        self, n_input: int, dim: int = 128, n_blocks: int = 2, n_inducing: int = 32, n_heads: int = 4, dropout: float = 0.0
+        self,
+        n_input: int,
+        dim: int = 128,
+        n_blocks: int = 2,
+        n_inducing: int = 32,
+        n_heads: int = 4,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.inp = nn.Linear(n_input, dim)

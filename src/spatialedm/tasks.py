@@ -1,0 +1,492 @@
+"""Held-out reconstruction tasks: split spatial data into a reference and a query.
+
+Every split returns ``(reference, query)`` as independent AnnData copies. The query keeps its true
+coordinates in ``obsm[spatial_key]`` so that a prediction can be scored; a method must never read them
+(the caller strips them before handing the query to a model). Both objects get ``uns["task"]``, a dict
+describing the split.
+
+Splits are spatial where that is possible, because a random per-cell split leaks each query cell's
+neighbours into the reference (DESIGN.md decision 9); :func:`split_random` exists to measure that leak.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._preprocessing import log_normalize, looks_like_counts
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "available_tasks",
+    "load_task",
+    "split_end_slab",
+    "split_halves",
+    "split_random",
+    "split_section",
+]
+
+#: Environment variable naming the folder of the multi-section benchmark files.
+SHARED_DATA_ENV = "SPATIALEDM_SHARED_DATA"
+
+_SHARED_FILES = {
+    "starmap_section": "starmap_mpfc.h5ad",
+    "dlpfc_section": "dlpfc_donor3.h5ad",
+    "merfish_section": "merfish_hypothalamus.h5ad",
+}
+TASKS = (
+    "osmfish_halves",
+    "osmfish_random",
+    "embryo_slab",
+    "embryo_random",
+    "starmap_section",
+    "dlpfc_section",
+    "merfish_section",
+)
+
+
+def _split(adata: AnnData, query_mask: np.ndarray, task: dict) -> tuple[AnnData, AnnData]:
+    query_mask = np.asarray(query_mask, dtype=bool)
+    if query_mask.all() or not query_mask.any():
+        raise ValueError("The split leaves the reference or the query empty.")
+    reference = adata[~query_mask].copy()
+    query = adata[query_mask].copy()
+    for part, a in (("reference", reference), ("query", query)):
+        a.uns["task"] = {
+            **task,
+            "part": part,
+            "n_reference": int(reference.n_obs),
+            "n_query": int(query.n_obs),
+        }
+    return reference, query
+
+
+def _coords(adata: AnnData, spatial_key: str) -> np.ndarray:
+    if spatial_key not in adata.obsm:
+        raise KeyError(f"spatial_key {spatial_key!r} not found in adata.obsm.")
+    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+
+
+def _candidate_directions(d: int) -> np.ndarray:
+    """Unit vectors covering the directions (up to sign) of R^d: 1-degree steps in 2-D, ~2000 in 3-D."""
+    if d == 2:
+        theta = np.radians(np.arange(0.0, 180.0, 1.0))
+        return np.c_[np.cos(theta), np.sin(theta)]
+    if d == 3:  # Fibonacci lattice on the upper hemisphere
+        n = 2000
+        z = (np.arange(n) + 0.5) / n
+        phi = np.arange(n) * np.pi * (3.0 - np.sqrt(5.0))
+        r = np.sqrt(1.0 - z**2)
+        return np.c_[r * np.cos(phi), r * np.sin(phi), z]
+    raise ValueError(f"Only 2-D and 3-D coordinates are supported, got {d}-D.")
+
+
+def _layer_gradient(adata: AnnData, coords: np.ndarray, layer: str | None, n_bins: int = 20) -> np.ndarray:
+    """Unit direction along which expression changes most: the layer normal of a layered tissue.
+
+    For each candidate direction, cells are cut into ``n_bins`` equal-count slabs by their projection,
+    and the fraction of the (log-normalised, per-gene standardised) expression variance explained by
+    the slab means is computed; the direction with the largest fraction wins. Slab means capture
+    non-monotonic layer markers (a gene high only in a middle layer), which a linear fit misses.
+    """
+    X = adata.X if layer is None else adata.layers[layer]
+    Z = log_normalize(X, looks_like_counts(X)).astype(np.float64)
+    Z -= Z.mean(axis=0, keepdims=True)
+    Z /= np.maximum(Z.std(axis=0, keepdims=True), 1e-3)
+    total = (Z**2).sum()
+    C = coords - coords.mean(axis=0, keepdims=True)
+    n = C.shape[0]
+    n_bins = int(max(2, min(n_bins, n // 5)))
+    directions = _candidate_directions(C.shape[1])
+    explained = np.empty(len(directions))
+    for i, u in enumerate(directions):
+        ranks = np.argsort(np.argsort(C @ u, kind="stable"), kind="stable")
+        bins = np.minimum(ranks * n_bins // n, n_bins - 1)
+        sums = np.zeros((n_bins, Z.shape[1]))
+        np.add.at(sums, bins, Z)
+        counts = np.bincount(bins, minlength=n_bins)
+        explained[i] = ((sums**2).sum(axis=1) / np.maximum(counts, 1)).sum() / total
+    best = directions[int(np.argmax(explained))]
+    logger.info("layer gradient %s explains %.3f of expression variance", np.round(best, 3), explained.max())
+    return best
+
+
+def split_halves(
+    adata: AnnData,
+    *,
+    spatial_key: str = "spatial",
+    axis: int | np.ndarray | None = None,
+    layer: str | None = None,
+) -> tuple[AnnData, AnnData]:
+    """Split a layered tissue into two halves by a line perpendicular to its layers.
+
+    The layer gradient (the layer-normal direction) is estimated as the direction in space along which
+    expression changes most: cells are cut into 20 equal-count slabs along each candidate direction
+    (1-degree steps in 2-D, ~2000 directions in 3-D), and the direction whose slab means explain the
+    largest share of the log-normalised, per-gene standardised expression variance wins. (A linear fit
+    of expression PC1 on the coordinates picks the direction *along* the layers on osmFISH, whose PC1 is
+    not a layer axis; the slab criterion finds the layer normal within a few degrees.) The cut runs *parallel* to that
+    gradient, i.e. across the layers, so each half contains every layer: cells are split at the median of
+    their projection on the direction orthogonal to the gradient (in 3-D, the first principal axis of
+    the coordinates within the plane orthogonal to the gradient). The half with the lower projection is
+    the reference.
+
+    Parameters
+    ----------
+    adata
+        Spatial data with coordinates in ``obsm[spatial_key]``.
+    spatial_key
+        Key of the coordinates in ``adata.obsm``.
+    axis
+        The layer-gradient direction, given explicitly: a vector of length ``d``, or an integer naming a
+        coordinate axis. ``None`` estimates it from expression as described above.
+    layer
+        Layer holding the expression used to estimate the gradient (``None``: ``X``).
+
+    Returns
+    -------
+    ``(reference, query)`` copies of ``adata`` with ``uns["task"]`` set (it records the gradient and the
+    cut direction).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> a = ad.AnnData(np.ones((10, 2)))
+    >>> a.obsm["spatial"] = np.c_[np.arange(10), np.zeros(10)]
+    >>> ref, query = split_halves(a, axis=1)  # layers stacked along y: cut along x
+    >>> ref.n_obs, query.n_obs
+    (5, 5)
+    """
+    coords = _coords(adata, spatial_key)
+    d = coords.shape[1]
+    if axis is None:
+        gradient = _layer_gradient(adata, coords, layer)
+    elif np.isscalar(axis):
+        gradient = np.eye(d)[int(axis)]
+    else:
+        gradient = np.asarray(axis, dtype=np.float64).ravel()
+        if gradient.shape != (d,) or np.linalg.norm(gradient) == 0:
+            raise ValueError(f"axis must be a non-zero vector of length {d}.")
+        gradient = gradient / np.linalg.norm(gradient)
+
+    C = coords - coords.mean(axis=0, keepdims=True)
+    if d == 2:
+        direction = np.array([-gradient[1], gradient[0]])
+    else:
+        C_perp = C - np.outer(C @ gradient, gradient)
+        direction = np.linalg.svd(C_perp, full_matrices=False)[2][0]
+    # deterministic sign: the largest component of the cut direction is positive
+    if direction[np.argmax(np.abs(direction))] < 0:
+        direction = -direction
+    proj = C @ direction
+    query_mask = proj > np.median(proj)
+    task = {
+        "name": "halves",
+        "description": "two halves cut across the layers (parallel to the expression gradient); "
+        "reference = lower projection on the cut direction",
+        "gradient": gradient.tolist(),
+        "cut_direction": direction.tolist(),
+    }
+    return _split(adata, query_mask, task)
+
+
+def split_end_slab(
+    adata: AnnData, *, fraction: float = 0.25, spatial_key: str = "spatial"
+) -> tuple[AnnData, AnnData]:
+    """Hold out the slab at one end of the tissue's long axis.
+
+    The long axis is the first principal axis of the coordinates; the ``fraction`` of cells with the
+    largest projection on it form the query (the axis is oriented so that its largest component is
+    positive, which makes the choice of end deterministic).
+
+    Parameters
+    ----------
+    adata
+        Spatial data with coordinates in ``obsm[spatial_key]``.
+    fraction
+        Fraction of cells held out, in ``(0, 1)``.
+    spatial_key
+        Key of the coordinates in ``adata.obsm``.
+
+    Returns
+    -------
+    ``(reference, query)`` copies with ``uns["task"]`` set.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> a = ad.AnnData(np.ones((8, 2)))
+    >>> a.obsm["spatial"] = np.c_[np.arange(8.0), np.zeros(8)]
+    >>> ref, query = split_end_slab(a, fraction=0.25)
+    >>> query.obsm["spatial"][:, 0].tolist()
+    [6.0, 7.0]
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}.")
+    coords = _coords(adata, spatial_key)
+    C = coords - coords.mean(axis=0, keepdims=True)
+    long_axis = np.linalg.svd(C, full_matrices=False)[2][0]
+    if long_axis[np.argmax(np.abs(long_axis))] < 0:
+        long_axis = -long_axis
+    proj = C @ long_axis
+    n_query = int(round(fraction * adata.n_obs))
+    query_mask = np.zeros(adata.n_obs, dtype=bool)
+    query_mask[np.argsort(proj, kind="stable")[adata.n_obs - n_query :]] = True
+    task = {
+        "name": "end_slab",
+        "description": f"end slab: the {fraction:.0%} of cells furthest along the long (first principal) axis",
+        "fraction": float(fraction),
+        "long_axis": long_axis.tolist(),
+    }
+    return _split(adata, query_mask, task)
+
+
+def split_random(adata: AnnData, *, fraction: float = 0.3, seed: int = 0) -> tuple[AnnData, AnnData]:
+    """Hold out a random ``fraction`` of cells (leaks neighbours: an optimistic control, not a benchmark).
+
+    Parameters
+    ----------
+    adata
+        Spatial data.
+    fraction
+        Fraction of cells held out, in ``(0, 1)``.
+    seed
+        Seed of the random generator.
+
+    Returns
+    -------
+    ``(reference, query)`` copies with ``uns["task"]`` set.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> ref, query = split_random(ad.AnnData(np.ones((10, 2))), fraction=0.3)
+    >>> ref.n_obs, query.n_obs
+    (7, 3)
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}.")
+    n_query = int(round(fraction * adata.n_obs))
+    query_mask = np.zeros(adata.n_obs, dtype=bool)
+    query_mask[np.random.default_rng(seed).permutation(adata.n_obs)[:n_query]] = True
+    task = {
+        "name": "random",
+        "description": f"random {fraction:.0%} of cells held out (seed {seed})",
+        "fraction": float(fraction),
+        "seed": int(seed),
+    }
+    return _split(adata, query_mask, task)
+
+
+def split_section(
+    adata: AnnData, *, batch_key: str = "section", section: str | None = None
+) -> tuple[AnnData, AnnData]:
+    """Hold out one whole section.
+
+    Parameters
+    ----------
+    adata
+        Data with several sections named in ``obs[batch_key]``.
+    batch_key
+        Column of ``adata.obs`` naming sections.
+    section
+        The section held out; ``None`` takes the last category (the last in sorted order when the
+        column is not categorical).
+
+    Returns
+    -------
+    ``(reference, query)`` copies with ``uns["task"]`` set.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, anndata as ad
+    >>> a = ad.AnnData(np.ones((6, 2)))
+    >>> a.obs["section"] = pd.Categorical(["a", "a", "b", "b", "c", "c"])
+    >>> ref, query = split_section(a)
+    >>> query.obs["section"].unique().tolist()
+    ['c']
+    """
+    if batch_key not in adata.obs:
+        raise KeyError(f"batch_key {batch_key!r} not found in adata.obs.")
+    col = adata.obs[batch_key]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        present = set(col.astype(str))
+        categories = [str(c) for c in col.cat.categories if str(c) in present]
+    else:
+        categories = sorted(col.astype(str).unique())
+    if len(categories) < 2:
+        raise ValueError(f"obs[{batch_key!r}] has {len(categories)} section(s); at least 2 are needed.")
+    if section is None:
+        section = categories[-1]
+    elif str(section) not in categories:
+        raise ValueError(f"section {section!r} not in obs[{batch_key!r}] (available: {categories}).")
+    query_mask = np.asarray(col.astype(str) == str(section))
+    task = {
+        "name": "section",
+        "description": f"section {section} held out; reference = the other {len(categories) - 1} section(s)",
+        "batch_key": batch_key,
+        "section": str(section),
+    }
+    reference, query = _split(adata, query_mask, task)
+    for a in (reference, query):
+        if isinstance(a.obs[batch_key].dtype, pd.CategoricalDtype):
+            a.obs[batch_key] = a.obs[batch_key].cat.remove_unused_categories()
+    return reference, query
+
+
+def shared_data_dir() -> Path:
+    """Return the folder of the multi-section benchmark files (it need not exist).
+
+    The environment variable ``SPATIALEDM_SHARED_DATA`` wins; otherwise ``<repo root>/../shared/data``,
+    the repository root being the first folder at or above the working directory that holds
+    ``pyproject.toml`` (the working directory itself when none does).
+
+    Returns
+    -------
+    The folder's path.
+
+    Examples
+    --------
+    >>> isinstance(shared_data_dir(), Path)
+    True
+    """
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env)
+    cwd = Path.cwd().resolve()
+    root = next((p for p in (cwd, *cwd.parents) if (p / "pyproject.toml").is_file()), cwd)
+    return root.parent / "shared" / "data"
+
+
+def _read_shared(name: str) -> AnnData:
+    import anndata as ad
+
+    path = shared_data_dir() / _SHARED_FILES[name]
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Task {name!r} needs {path}, which does not exist. Set the environment variable "
+            f"{SHARED_DATA_ENV} to the folder holding {_SHARED_FILES[name]}, or run from inside a checkout "
+            "that has ../shared/data beside it."
+        )
+    return ad.read_h5ad(path)
+
+
+def _log_normalize_inplace(adata: AnnData) -> None:
+    """Library-size normalise and log1p non-integer count-like data (MERFISH volume-normalised counts)."""
+    from scipy import sparse
+
+    adata.layers["counts"] = adata.X.copy()
+    adata.X = sparse.csr_matrix(log_normalize(adata.X, is_counts=True))
+
+
+def available_tasks() -> list[str]:
+    """List the task names whose data can be loaded here.
+
+    The osmFISH and embryo tasks use data shipped with :mod:`spatialedm.datasets`; the section tasks need
+    the files in :func:`shared_data_dir`.
+
+    Returns
+    -------
+    Task names, a subset of ``TASKS`` in its order.
+
+    Examples
+    --------
+    >>> set(available_tasks()) <= set(TASKS)
+    True
+    """
+    out = []
+    for name in TASKS:
+        if name in _SHARED_FILES:
+            if (shared_data_dir() / _SHARED_FILES[name]).is_file():
+                out.append(name)
+        else:
+            try:
+                from . import datasets  # noqa: F401
+            except ImportError:
+                continue
+            out.append(name)
+    return out
+
+
+def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
+    """Load a named held-out reconstruction task.
+
+    ==================  ==================================================================================
+    name                split
+    ==================  ==================================================================================
+    ``osmfish_halves``  osmFISH cortex (3,405 cells × 33 genes, counts): :func:`split_halves`
+    ``osmfish_random``  osmFISH cortex: :func:`split_random` (30%, ``seed``)
+    ``embryo_slab``     Drosophila embryo (3,039 × 84, normalised, 3-D): :func:`split_end_slab` (25%)
+    ``embryo_random``   Drosophila embryo: :func:`split_random` (30%, ``seed``)
+    ``starmap_section`` STARmap mPFC, 3 mice: the last mouse held out
+    ``dlpfc_section``   Visium DLPFC donor 3, 4 sections × 1,125 genes: the last section held out
+    ``merfish_section`` MERFISH hypothalamus, 2 sections: the last section held out
+    ==================  ==================================================================================
+
+    osmFISH's 316 rows flagged ``obs["duplicate"]`` (exact copies of other rows) are dropped first
+    (3,089 cells remain). The last three read ``*.h5ad`` files from :func:`shared_data_dir`. MERFISH values are
+    volume-normalised counts (not integers): they are library-size normalised and ``log1p``-transformed
+    into ``X`` (raw values kept in ``layers["counts"]``), so every method sees log-normalised expression.
+
+    Parameters
+    ----------
+    name
+        Task name, one of ``TASKS``.
+    seed
+        Seed of the random splits (ignored by the spatial ones).
+
+    Returns
+    -------
+    ``(reference, query, info)``; the query still holds its true coordinates in ``obsm["spatial"]``.
+    ``info`` has ``layer`` and ``batch_key`` (pass them to ``SpatialEDM.setup_anndata`` and to the
+    baselines; ``batch_key`` is ``None`` for single-section data), plus ``name``, ``spatial_key``, ``dim``
+    and ``description``.
+
+    Examples
+    --------
+    >>> ref, query, info = load_task("embryo_slab")  # doctest: +SKIP
+    >>> info["dim"]  # doctest: +SKIP
+    3
+    """
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; choose from {list(TASKS)}.")
+    if name.startswith("osmfish") or name.startswith("embryo"):
+        from . import datasets
+
+        if name.startswith("osmfish"):
+            adata = datasets.osmfish_cortex()
+            if "duplicate" in adata.obs:  # exact copies sit at distance 0 and distort neighbourhoods
+                adata = adata[~adata.obs["duplicate"].to_numpy(bool)].copy()
+        else:
+            adata = datasets.drosophila_embryo()
+        if name == "osmfish_halves":
+            reference, query = split_halves(adata)
+        elif name == "embryo_slab":
+            reference, query = split_end_slab(adata, fraction=0.25)
+        else:
+            reference, query = split_random(adata, fraction=0.3, seed=seed)
+    else:
+        adata = _read_shared(name)
+        if name == "merfish_section" and not looks_like_counts(adata.X):
+            _log_normalize_inplace(adata)
+        reference, query = split_section(adata, batch_key="section")
+
+    batch_key = "section" if "section" in reference.obs and reference.obs["section"].nunique() > 1 else None
+    info = {
+        "name": name,
+        "layer": None,
+        "batch_key": batch_key,
+        "spatial_key": "spatial",
+        "dim": int(reference.obsm["spatial"].shape[1]),
+        "description": reference.uns["task"]["description"],
+    }
+    for a in (reference, query):
+        a.uns["task"]["task_name"] = name
+    logger.info("task %s: %d reference, %d query cells", name, reference.n_obs, query.n_obs)
+    return reference, query, info
