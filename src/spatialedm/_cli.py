@@ -148,7 +148,12 @@ def _demo(args) -> None:
         json.dumps({"task": args.task, "train_seconds": train_s, "metrics": rows}, indent=2)
     )
     query.obsm["spatial_true"] = truth
-    fig = pl.reconstruction(query, basis="X_spatialedm", truth="spatial_true", color=None, show=False)
+    color = None
+    gradient = query.uns.get("task", {}).get("gradient")
+    if gradient is not None:  # colour by depth across the layers, so misplaced cells stand out
+        query.obs["layer_depth"] = truth @ np.asarray(gradient, dtype=float)
+        color = "layer_depth"
+    fig = pl.reconstruction(query, basis="X_spatialedm", truth="spatial_true", color=color, show=False)
     fig.savefig(out / "reconstruction.png", dpi=120, bbox_inches="tight")
     model.save(str(out / "model"), overwrite=True)
     print(f"Saved {out / 'reconstruction.png'}, {out / 'metrics.json'} and the model in {out / 'model'}.")

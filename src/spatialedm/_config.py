@@ -45,6 +45,12 @@ class ModelConfig(_ConfigMixin):
     dropout
         Dropout rate in the expression encoder (the set networks use none: it is slow on CPUs and the
         input noise below regularises them).
+    scale_genes
+        Divide each gene by its own spread in the reference; otherwise by one global spread, which
+        keeps the relative variance of the genes (as a PCA of log-expression does).
+    finetune_encoder
+        Keep training the expression encoder with the generator instead of freezing it after the
+        contrastive stage.
     gene_dropout
         Fraction of genes zeroed at random in training inputs (DESIGN.md decision 10).
     expression_noise
@@ -79,6 +85,8 @@ class ModelConfig(_ConfigMixin):
     n_inducing: int = 16
     n_heads: int = 4
     dropout: float = 0.1
+    scale_genes: bool = True
+    finetune_encoder: bool = True
     gene_dropout: float = 0.2
     expression_noise: float = 0.3
     temperature: float = 0.1
@@ -89,8 +97,8 @@ class ModelConfig(_ConfigMixin):
     scale_weight: float = 0.1
     sigma_min_factor: float = 0.02
     sigma_max_factor: float = 3.0
-    sigma_start_factor: float = 1.0
-    n_steps: int = 4
+    sigma_start_factor: float = 2.0
+    n_steps: int = 1
 
 
 @dataclass

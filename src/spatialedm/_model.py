@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 N_ANCHORS = 128
 #: Subsets predicted in one forward pass.
 SETS_PER_PASS = 16
+#: Default training epochs (of 256 sets each): about 3-6 minutes on 2 CPU cores.
+DEFAULT_MAX_EPOCHS = 30
 
 
 class SpatialEDM(BaseModelClass):
@@ -152,7 +154,9 @@ class SpatialEDM(BaseModelClass):
         X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         coords = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY), dtype=np.float64)
         sections = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        scaler = ExpressionScaler(is_counts=self.scaler_state_["is_counts"])
+        scaler = ExpressionScaler(
+            is_counts=self.scaler_state_["is_counts"], per_gene=self.model_config_["scale_genes"]
+        )
         expression = scaler.fit_transform(X, sections)
         self.scaler_state_ = scaler.state_dict()
         return expression, coords, sections
@@ -171,8 +175,9 @@ class SpatialEDM(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Total epochs over the three stages (default: 60, or fewer sets for large references
-            would not help: an epoch is ``n_sets_per_epoch`` random sets, not a pass over cells).
+            Total epochs over the three stages (default :data:`DEFAULT_MAX_EPOCHS`). An epoch is
+            ``n_sets_per_epoch`` random sets, not a pass over the cells, so its cost does not grow
+            with the size of the reference.
         accelerator
             Lightning accelerator: ``"auto"`` uses a GPU when one is there, else the CPU.
         devices
@@ -194,7 +199,7 @@ class SpatialEDM(BaseModelClass):
         self.set_config_ = set_config.to_dict()
         plan_kwargs = dict(plan_kwargs or {})
         fractions = tuple(plan_kwargs.pop("stage_fractions", (0.2, 0.5, 0.3)))
-        max_epochs = 60 if max_epochs is None else int(max_epochs)
+        max_epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else int(max_epochs)
         expression, coords, sections = self._reference_arrays()
         data_module = SetDataModule(expression, coords, sections, set_config, seed=settings.seed or 0)
         epochs = stage_epochs(max_epochs, fractions)
@@ -217,6 +222,8 @@ class SpatialEDM(BaseModelClass):
     # ------------------------------------------------------------------ inference
     def _query(self, adata: AnnData | None) -> QueryExpression:
         registry = self.registry_["setup_args"]
+        if self.scaler_state_["scale"] is None:  # untrained model: fit the gene scale on the reference now
+            self._reference_arrays()
         if adata is None:
             adata = self.adata
         layer = registry.get("layer")

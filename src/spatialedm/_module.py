@@ -83,9 +83,10 @@ class SpatialEDMModule(BaseModuleClass):
         """
         if stage == "encoder":
             return {"z": self.encoder(self.augment(x)), "z2": self.encoder(self.augment(x))}
-        with torch.no_grad():
+        train_gen = stage == "generator" and torch.is_grad_enabled()
+        with torch.set_grad_enabled(train_gen and self.config.finetune_encoder):
             z = self.encoder(self.augment(x))
-        with torch.set_grad_enabled(stage == "generator" and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(train_gen):
             h = self.context(z, mask)
             v_gen = self.generator(h, mask)
         return {"z": z, "h": h, "v_gen": v_gen}

@@ -104,6 +104,8 @@ class ExpressionScaler:
         Whether the registered expression holds raw counts.
     scale
         Per-gene standard deviation of the centred reference, set by :meth:`fit`.
+    per_gene
+        Scale each gene by its own spread; otherwise all genes by the root-mean-square spread.
 
     Examples
     --------
@@ -117,11 +119,15 @@ class ExpressionScaler:
 
     is_counts: bool
     scale: np.ndarray | None = None
+    per_gene: bool = True
 
     def fit_transform(self, X, batches: np.ndarray | None) -> np.ndarray:
         """Fit the per-gene scale on the reference and return its transformed expression."""
         Z = center_by_batch(log_normalize(X, self.is_counts), batches)
-        self.scale = np.maximum(Z.std(axis=0), _MIN_SCALE).astype(np.float32)
+        std = Z.std(axis=0)
+        if not self.per_gene:
+            std = np.full_like(std, np.sqrt((std**2).mean()))
+        self.scale = np.maximum(std, _MIN_SCALE).astype(np.float32)
         Z /= self.scale
         return Z
 
@@ -135,10 +141,14 @@ class ExpressionScaler:
 
     def state_dict(self) -> dict:
         """Return a picklable description of the scaler."""
-        return {"is_counts": self.is_counts, "scale": None if self.scale is None else self.scale.tolist()}
+        return {
+            "is_counts": self.is_counts,
+            "scale": None if self.scale is None else self.scale.tolist(),
+            "per_gene": self.per_gene,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict) -> ExpressionScaler:
         """Rebuild a scaler from :meth:`state_dict`."""
         scale = None if state["scale"] is None else np.asarray(state["scale"], dtype=np.float32)
-        return cls(is_counts=state["is_counts"], scale=scale)
+        return cls(is_counts=state["is_counts"], scale=scale, per_gene=state.get("per_gene", True))
