@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+import spatialedm as sem
+
+
+@pytest.fixture
+def small():
+    return sem.datasets.synthetic_tissue(n_cells=80, n_genes=10, n_sections=1, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("coords", "match"),
+    [
+        (lambda n: np.zeros((n, 1)), "must have 2 or 3 columns"),
+        (lambda n: np.zeros((n, 4)), "must have 2 or 3 columns"),
+        (lambda n: np.full((n, 2), "a"), "must be numeric"),
+    ],
+)
+def test_bad_coordinates(small, coords, match):
+    small.obsm["bad"] = coords(small.n_obs)
+    with pytest.raises(ValueError, match=match):
+        sem.SpatialEDM.setup_anndata(small, spatial_key="bad")
+
+
+def test_nan_coordinates_named(small):
+    c = np.array(small.obsm["spatial"], dtype=float)
+    c[3, 0] = np.nan
+    c[5, 1] = np.inf
+    small.obsm["spatial"] = c
+    with pytest.raises(ValueError, match="2 cells with NaN or infinite coordinates"):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_nan_expression(small):
+    X = np.asarray(small.X, dtype=np.float32).copy()
+    X[0, 0] = np.nan
+    small.X = X
+    with pytest.raises(ValueError, match="adata.X contains NaN"):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_empty_cells_named(small):
+    X = np.asarray(small.X, dtype=np.float32).copy()
+    X[7] = 0
+    small.X = X
+    with pytest.raises(ValueError, match="1 cells with no expression"):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_missing_layer_and_batch_key(small):
+    with pytest.raises(KeyError, match="layer 'raw' not found"):
+        sem.SpatialEDM.setup_anndata(small, layer="raw")
+    with pytest.raises(KeyError, match="batch_key 'sample'"):
+        sem.SpatialEDM.setup_anndata(small, batch_key="sample")
+
+
+def test_duplicated_names(small):
+    small.var_names = ["g0"] * 2 + list(small.var_names[2:])
+    with pytest.raises(ValueError, match="var_names has duplicates"):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_unregistered_anndata(small):
+    with pytest.raises(ValueError, match="setup_anndata"):
+        sem.SpatialEDM(small)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "int", "float64"])
+def test_expression_formats_register(small, fmt):
+    X = np.asarray(small.X)
+    small.X = {
+        "csr": sparse.csr_matrix(X),
+        "csc": sparse.csc_matrix(X),
+        "int": X.astype(np.int64),
+        "float64": X.astype(np.float64),
+    }[fmt]
+    sem.SpatialEDM.setup_anndata(small)
+    model = sem.SpatialEDM(small, dim=8, n_hidden=16, n_latent=8, n_inducing=4, n_heads=2)
+    assert model.scaler_state_["is_counts"]
+
+
+def test_empty_query(trained, tissue):
+    with pytest.raises(ValueError, match="no cells"):
+        trained.get_latent_coordinates(tissue[:0].copy())
+
+
+def test_query_without_shared_genes(trained, tissue):
+    q = tissue.copy()
+    q.var_names = [f"other{i}" for i in range(q.n_vars)]
+    with pytest.raises(ValueError, match="shares 0 of the model's 20 genes"):
+        trained.get_latent_coordinates(q)
+
+
+def test_query_duplicated_genes(trained, tissue):
+    q = tissue.copy()
+    q.var_names = ["g"] * q.n_vars
+    with pytest.raises(ValueError, match="duplicated gene names"):
+        trained.get_latent_coordinates(q)
+
+
+def test_sparse_query_matches_dense(trained, tissue):
+    q = tissue[:60].copy()
+    dense = trained.get_latent_coordinates(q, seed=0, key_added=None)
+    q.X = sparse.csr_matrix(np.asarray(q.X))
+    np.testing.assert_allclose(trained.get_latent_coordinates(q, seed=0, key_added=None), dense, atol=1e-5)
+
+
+def test_backed_query(trained, tissue, tmp_path):
+    q = tissue[:60].copy()
+    q.X = np.asarray(q.X, dtype=np.float32)
+    dense = trained.get_latent_coordinates(q, seed=0, key_added=None)
+    path = tmp_path / "q.h5ad"
+    q.write_h5ad(path)
+    import anndata as ad
+
+    backed = ad.read_h5ad(path, backed="r")
+    np.testing.assert_allclose(
+        trained.get_latent_coordinates(backed, seed=0, key_added=None), dense, atol=1e-5
+    )
