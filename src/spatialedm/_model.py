@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from ._query import QueryExpression
 from ._sets import SetDataModule
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
 from ._validation import validate_expression, validate_spatial
-from .geometry import align_numpy
+from .geometry import align_numpy, generalised_procrustes, similarity_apply, unit_rms
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +339,7 @@ class SpatialEDM(BaseModelClass):
             int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         )
         self.module.eval()
-        layout = _unit_rms(self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, False))
+        layout = unit_rms(self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, False))
         spread = None
         if n_samples > 1:
             # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
@@ -397,11 +396,11 @@ class SpatialEDM(BaseModelClass):
         parts = np.array_split(rest, n_sub)
         subsets = [np.concatenate([anchors, p]) for p in parts]
         preds = self._predict_sets(query, subsets, refine, sigma_start, n_steps, gen, stochastic)
-        frame = _generalised_procrustes([p[:n_anchor] for p in preds])
+        frame = generalised_procrustes([p[:n_anchor] for p in preds])
         layout = np.zeros((n, preds[0].shape[1]))
         layout[anchors] = frame
         for p, part in zip(preds, parts):
-            layout[part] = _similarity_apply(p[:n_anchor], frame, p[n_anchor:])
+            layout[part] = similarity_apply(p[:n_anchor], frame, p[n_anchor:])
         return layout
 
     # ------------------------------------------------------------------ persistence
@@ -431,31 +430,3 @@ class SpatialEDM(BaseModelClass):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*var_names for adata passed in does not match.*")
             return super().load(dir_path, adata=adata, **kwargs)
-
-
-def _unit_rms(x: np.ndarray) -> np.ndarray:
-    x = x - x.mean(0)
-    return x / max(np.sqrt((x**2).mean()), 1e-12)
-
-
-def _similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, _, vh = np.linalg.svd(s.T @ d)
-    r = u @ vh
-    scale = float(np.sum((s @ r) * d) / max(np.sum(s * s), 1e-12))
-    return r, max(scale, 1e-12), mu_s, mu_d
-
-
-def _similarity_apply(src_anchor: np.ndarray, dst_anchor: np.ndarray, points: np.ndarray) -> np.ndarray:
-    r, scale, mu_s, mu_d = _similarity_fit(src_anchor, dst_anchor)
-    return (points - mu_s) @ r * scale + mu_d
-
-
-def _generalised_procrustes(sets: Sequence[np.ndarray], n_iter: int = 5) -> np.ndarray:
-    """Consensus of several layouts of the same anchor cells, up to similarity transforms."""
-    mean = _unit_rms(sets[0])
-    for _ in range(n_iter):
-        aligned = [_similarity_apply(s, mean, s) for s in sets]
-        mean = _unit_rms(np.mean(aligned, axis=0))
-    return mean

@@ -234,3 +234,74 @@ def align_numpy(source: np.ndarray, target: np.ndarray, scale: bool = True) -> n
     s = torch.as_tensor(np.asarray(source, dtype=np.float64))[None]
     t = torch.as_tensor(np.asarray(target, dtype=np.float64))[None]
     return align(s, t, None, scale=scale)[0].numpy()
+
+
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """Centre an ``(n, d)`` layout and scale it to unit per-axis RMS.
+
+    Parameters
+    ----------
+    x
+        ``(n, d)`` layout.
+
+    Returns
+    -------
+    The normalised layout.
+
+    Examples
+    --------
+    >>> float(np.sqrt((unit_rms(np.array([[0.0, 0.0], [4.0, 0.0]])) ** 2).mean()))
+    1.0
+    """
+    x = x - x.mean(0)
+    return x / max(np.sqrt((x**2).mean()), 1e-12)
+
+
+def similarity_apply(src_anchor: np.ndarray, dst_anchor: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Fit the similarity (O(d), scale, translation) taking ``src_anchor`` onto ``dst_anchor``; apply it.
+
+    Parameters
+    ----------
+    src_anchor, dst_anchor
+        ``(m, d)`` corresponding anchor positions in two frames.
+    points
+        ``(n, d)`` further points in the source frame.
+
+    Returns
+    -------
+    ``points`` in the destination frame.
+
+    Examples
+    --------
+    >>> a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> np.allclose(similarity_apply(a, 3 * a + 1, np.array([[1.0, 1.0]])), [[4.0, 4.0]])
+    True
+    """
+    mu_s, mu_d = src_anchor.mean(0), dst_anchor.mean(0)
+    s, d = src_anchor - mu_s, dst_anchor - mu_d
+    u, _, vh = np.linalg.svd(s.T @ d)
+    r = u @ vh
+    scale = max(float(np.sum((s @ r) * d) / max(np.sum(s * s), 1e-12)), 1e-12)
+    return (points - mu_s) @ r * scale + mu_d
+
+
+def generalised_procrustes(sets: list[np.ndarray], n_iter: int = 5) -> np.ndarray:
+    """Consensus layout of the same cells placed in several frames, up to similarity transforms.
+
+    Used to bring overlapping subsets of a large query into one frame through their shared anchors.
+
+    Parameters
+    ----------
+    sets
+        Layouts ``(m, d)`` of the same ``m`` cells, rows in the same order.
+    n_iter
+        Alternations of aligning every layout onto the mean and re-estimating the mean.
+
+    Returns
+    -------
+    ``(m, d)`` consensus, centred with unit per-axis RMS.
+    """
+    mean = unit_rms(sets[0])
+    for _ in range(n_iter):
+        mean = unit_rms(np.mean([similarity_apply(s, mean, s) for s in sets], axis=0))
+    return mean
