@@ -250,7 +250,7 @@ def unit_rms(x: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> float(np.sqrt((unit_rms(np.array([[0.0, 0.0], [4.0, 0.0]])) ** 2).mean()))
+    >>> round(float(np.sqrt((unit_rms(np.array([[0.0, 0.0], [4.0, 0.0]])) ** 2).mean())), 6)
     1.0
     """
     x = x - x.mean(0)
