@@ -151,3 +151,50 @@ def test_three_dimensional_reference(tiny, tiny_sets):
     model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
     assert model.get_latent_coordinates(seed=0).shape == (200, 3)
     assert adata.obsm["X_spatialedm"].shape == (200, 3)
+
+
+def test_save_is_atomic(trained, tissue, tmp_path, monkeypatch):
+    path = tmp_path / "model"
+    trained.save(path)
+    before = sorted(p.name for p in path.iterdir())
+    with pytest.raises(ValueError, match="already exists"):
+        trained.save(path)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("torch.save", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        trained.save(path, overwrite=True)
+    monkeypatch.undo()
+    # the existing model survives the failed save and still loads
+    assert sorted(p.name for p in path.iterdir()) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".spatialedm-")]
+    loaded = sem.SpatialEDM.load(path)
+    np.testing.assert_array_equal(
+        loaded.get_latent_coordinates(tissue, seed=1, key_added=None),
+        trained.get_latent_coordinates(tissue, seed=1, key_added=None),
+    )
+
+
+def test_keyboard_interrupt_leaves_usable_model(tissue, tiny, tiny_sets):
+    import lightning.pytorch as pl
+
+    class Interrupt(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    adata = tissue.copy()
+    sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial", batch_key="section")
+    model = sem.SpatialEDM(adata, **tiny)
+    model.train(
+        max_epochs=6,
+        accelerator="cpu",
+        datasplitter_kwargs=tiny_sets,
+        enable_progress_bar=False,
+        callbacks=[Interrupt()],
+    )
+    assert "train_loss_encoder" in model.history
+    coords = model.get_latent_coordinates(adata, seed=0, key_added=None)
+    assert np.isfinite(coords).all()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import warnings
 
 import numpy as np
@@ -216,7 +218,21 @@ class SpatialEDM(BaseModelClass):
             devices=devices,
             **trainer_kwargs,
         )
-        return runner()
+        try:
+            return runner()
+        except (KeyboardInterrupt, SystemExit) as err:
+            # Lightning turns Ctrl-C / a notebook's stop button into SystemExit(1) after a graceful
+            # shutdown; keep what was learnt so far instead of losing the session's model.
+            if isinstance(err, SystemExit) and err.code not in (1, None):
+                raise
+            self.module.eval()
+            self.is_trained_ = True
+            logger.warning(
+                "Training interrupted after %d epoch(s) (stage %r); the model keeps the weights reached so far.",
+                plan.current_epoch,
+                plan.stage,
+            )
+            return None
 
     # ------------------------------------------------------------------ inference
     def _query(self, adata: AnnData | None) -> QueryExpression:
@@ -404,6 +420,46 @@ class SpatialEDM(BaseModelClass):
         return layout
 
     # ------------------------------------------------------------------ persistence
+    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False, **kwargs) -> None:
+        """Save the model atomically: a crash mid-save never destroys an existing model folder.
+
+        The model is written to a temporary folder beside ``dir_path``, which then replaces it.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to save into.
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace an existing folder.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save` (e.g. ``save_anndata=True``).
+
+        Examples
+        --------
+        >>> model.save("model_dir", overwrite=True)  # doctest: +SKIP
+        """
+        target = os.path.abspath(dir_path)
+        if os.path.exists(target) and not overwrite:
+            raise ValueError(f"{dir_path} already exists. Pass overwrite=True to replace it.")
+        parent = os.path.dirname(target) or "."
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".spatialedm-save-", dir=parent)
+        try:
+            super().save(tmp, prefix=prefix, overwrite=True, **kwargs)
+            old = None
+            if os.path.exists(target):
+                old = tempfile.mkdtemp(prefix=".spatialedm-old-", dir=parent)
+                os.rmdir(old)
+                os.rename(target, old)
+            os.rename(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+
     @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
         """Load a saved model; without ``adata`` (and none saved) the model loads for queries only.
