@@ -198,3 +198,27 @@ def test_keyboard_interrupt_leaves_usable_model(tissue, tiny, tiny_sets):
     assert "train_loss_encoder" in model.history
     coords = model.get_latent_coordinates(adata, seed=0, key_added=None)
     assert np.isfinite(coords).all()
+
+
+def test_load_with_query_anndata(trained, tissue, tmp_path):
+    path = tmp_path / "model"
+    trained.save(path)
+    expected = trained.get_latent_coordinates(tissue, seed=2, key_added=None)
+    query = tissue.copy()
+    del query.obsm["spatial"]
+    query = query[:, np.random.default_rng(1).permutation(query.n_vars)].copy()
+    extra = sem.datasets.synthetic_tissue(n_cells=query.n_obs, n_genes=3, seed=9)
+    import anndata as ad
+
+    extra.var_names = ["extra0", "extra1", "extra2"]
+    extra.obs_names = query.obs_names
+    query = ad.concat([query, extra], axis=1, merge="first")
+    assert "section" in query.obs  # per-section centring must see the same sections
+    loaded = sem.SpatialEDM.load(path, adata=query)
+    np.testing.assert_allclose(
+        loaded.get_latent_coordinates(query, seed=2, key_added=None), expected, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="lacks 5 of the model's 20 genes"):
+        sem.SpatialEDM.load(path, adata=tissue[:, 5:].copy())
+    with pytest.raises(FileNotFoundError, match="No saved model"):
+        sem.SpatialEDM.load(tmp_path / "nope")

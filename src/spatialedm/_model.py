@@ -469,7 +469,9 @@ class SpatialEDM(BaseModelClass):
         dir_path
             Folder written by :meth:`save`.
         adata
-            Reference AnnData to attach (optional).
+            Reference AnnData to attach (same genes in the same order, with coordinates). Any other
+            AnnData (a query: other gene order, extra genes, no coordinates) is checked for the model's
+            genes and the model is loaded unattached; an AnnData missing genes raises ``ValueError``.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load`.
 
@@ -481,8 +483,26 @@ class SpatialEDM(BaseModelClass):
         --------
         >>> model = sem.SpatialEDM.load("model_dir")  # doctest: +SKIP
         """
+        if not os.path.isdir(dir_path):
+            raise FileNotFoundError(f"No saved model folder at {dir_path}.")
         if adata is None and not any(f.endswith("adata.h5ad") for f in os.listdir(dir_path)):
             adata = False
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*var_names for adata passed in does not match.*")
+        if adata is None or adata is False:
             return super().load(dir_path, adata=adata, **kwargs)
+        # A query (other gene order, extra genes, no coordinates) is not a reference to attach: load
+        # the model on its own and check that the query has every gene the model reads.
+        model = super().load(dir_path, adata=False, **kwargs)
+        missing = pd.Index(model.var_names_).difference(adata.var_names)
+        if len(missing):
+            raise ValueError(
+                f"The AnnData lacks {len(missing)} of the model's {len(model.var_names_)} genes, e.g. "
+                f"{missing[:5].tolist()}; it cannot be attached as the model's reference."
+            )
+        setup = model.registry_["setup_args"]
+        same_genes = list(map(str, adata.var_names)) == model.var_names_
+        if same_genes and setup.get("spatial_key") in adata.obsm:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*var_names for adata passed in does not match.*")
+                return super().load(dir_path, adata=adata, **kwargs)
+        logger.info("Loaded the model without a reference; pass the AnnData to get_latent_coordinates.")
+        return model
