@@ -222,3 +222,35 @@ def test_load_with_query_anndata(trained, tissue, tmp_path):
         sem.SpatialEDM.load(path, adata=tissue[:, 5:].copy())
     with pytest.raises(FileNotFoundError, match="No saved model"):
         sem.SpatialEDM.load(tmp_path / "nope")
+
+
+def test_training_resumes_from_lightning_checkpoint(tissue, tiny, tiny_sets, tmp_path):
+    import lightning.pytorch as pl
+    import torch
+
+    adata = tissue.copy()
+    sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial", batch_key="section")
+    first = sem.SpatialEDM(adata, **tiny)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_epochs=1)
+    first.train(
+        max_epochs=3,
+        accelerator="cpu",
+        datasplitter_kwargs=tiny_sets,
+        enable_progress_bar=False,
+        callbacks=[ckpt],
+        enable_checkpointing=True,
+    )
+    resumed = sem.SpatialEDM(adata, **tiny)
+    resumed.train(
+        max_epochs=5,
+        accelerator="cpu",
+        datasplitter_kwargs=tiny_sets,
+        enable_progress_bar=False,
+        ckpt_path=str(tmp_path / "last.ckpt"),
+    )
+    # epochs 0-2 came from the checkpoint; only 3 and 4 (refiner stage) ran again
+    assert resumed.history["train_loss_refiner"].dropna().index.tolist() == [3, 4]
+    # the encoder is frozen in the refiner stage, so it is exactly the checkpoint's
+    for a, b in zip(first.module.encoder.parameters(), resumed.module.encoder.parameters()):
+        torch.testing.assert_close(a, b)
+    assert float(resumed.module.sigma_data) > 0

@@ -121,3 +121,41 @@ def test_backed_query(trained, tissue, tmp_path):
     np.testing.assert_allclose(
         trained.get_latent_coordinates(backed, seed=0, key_added=None), dense, atol=1e-5
     )
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(2, 40),
+    g=st.integers(1, 12),
+    d=st.sampled_from([2, 3]),
+    counts=st.booleans(),
+    sparse_x=st.booleans(),
+    nan_at=st.one_of(st.none(), st.integers(0, 10_000)),
+    seed=st.integers(0, 10_000),
+)
+def test_setup_anndata_property(n, g, d, counts, sparse_x, nan_at, seed):
+    import anndata as ad
+
+    rng = np.random.default_rng(seed)
+    X = (
+        rng.poisson(3.0, size=(n, g)).astype(np.float32) + 1
+        if counts
+        else rng.lognormal(size=(n, g)).astype(np.float32)
+    )
+    coords = rng.normal(size=(n, d))
+    if nan_at is not None:
+        coords[nan_at % n, nan_at % d] = np.nan
+    adata = ad.AnnData(sparse.csr_matrix(X) if sparse_x else X)
+    adata.obsm["spatial"] = coords
+    if nan_at is not None:
+        with pytest.raises(ValueError, match="NaN or infinite coordinates"):
+            sem.SpatialEDM.setup_anndata(adata)
+        return
+    sem.SpatialEDM.setup_anndata(adata)
+    model = sem.SpatialEDM(adata, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2)
+    assert model.module.n_spatial == d
+    assert model.scaler_state_["is_counts"] == counts

@@ -119,6 +119,8 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
             return None
         out = self.forward(batch, stage)
         self._log("validation", stage, out, batch["mask"].shape[0])
+        # scvi-tools' checkpoint callback monitors "validation_loss": the current stage's loss.
+        self.log("validation_loss", out.loss, on_epoch=True, on_step=False, batch_size=batch["mask"].shape[0])
         return out.loss
 
     def configure_optimizers(self):
