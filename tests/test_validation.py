@@ -159,3 +159,64 @@ def test_setup_anndata_property(n, g, d, counts, sparse_x, nan_at, seed):
     model = sem.SpatialEDM(adata, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2)
     assert model.module.n_spatial == d
     assert model.scaler_state_["is_counts"] == counts
+
+
+def test_negative_values_with_declared_counts(small):
+    X = np.asarray(small.X, dtype=np.float32).copy()
+    X[2, 1] = -1
+    small.X = X
+    with pytest.raises(ValueError, match="declared as counts .* negative values"):
+        sem.SpatialEDM.setup_anndata(small, expression="counts")
+
+
+def test_non_integer_values_with_declared_counts(small):
+    small.X = np.asarray(small.X, dtype=np.float32) + 0.5
+    with pytest.raises(ValueError, match="non-integer values"):
+        sem.SpatialEDM.setup_anndata(small, expression="counts")
+
+
+def test_declared_log_expression_is_not_count_normalised(small):
+    sem.SpatialEDM.setup_anndata(small, expression="log")
+    assert not sem.SpatialEDM(small, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2).scaler_state_[
+        "is_counts"
+    ]
+    with pytest.raises(ValueError, match="expression must be"):
+        sem.SpatialEDM.setup_anndata(small, expression="raw")
+
+
+def test_silent_genes_warn_with_names(small):
+    X = np.asarray(small.X, dtype=np.float32).copy()
+    X[:, 4] = 0
+    small.X = X
+    with pytest.warns(
+        UserWarning, match=r"1 genes with no expression in any cell, e.g. \['g4'\]|1 genes with no expression"
+    ):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_duplicated_obs_names(small):
+    small.obs_names = ["c0"] * 2 + list(small.obs_names[2:])
+    with pytest.raises(ValueError, match="obs_names has duplicates"):
+        sem.SpatialEDM.setup_anndata(small)
+
+
+def test_single_section_batch_key(small, tiny, tiny_sets):
+    small.obs["section"] = "only"
+    sem.SpatialEDM.setup_anndata(small, batch_key="section")
+    model = sem.SpatialEDM(small, **tiny)
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    assert np.isfinite(model.get_latent_coordinates(seed=0, key_added=None)).all()
+
+
+def test_backed_reference_trains(tmp_path, tiny, tiny_sets):
+    import anndata as ad
+
+    adata = sem.datasets.synthetic_tissue(n_cells=200, n_genes=10, seed=0)
+    adata.X = np.asarray(adata.X, dtype=np.float32)
+    path = tmp_path / "ref.h5ad"
+    adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    sem.SpatialEDM.setup_anndata(backed)
+    model = sem.SpatialEDM(backed, **tiny)
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    assert model.get_latent_coordinates(backed, seed=0, key_added=None).shape == (200, 2)

@@ -86,7 +86,9 @@ class SpatialEDM(BaseModelClass):
         if adata is not None:
             self.var_names_ = list(map(str, adata.var_names))
             X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            self.scaler_state_ = ExpressionScaler(is_counts=looks_like_counts(X)).state_dict()
+            declared = self.registry_["setup_args"].get("expression", "auto")
+            is_counts = looks_like_counts(X) if declared == "auto" else declared == "counts"
+            self.scaler_state_ = ExpressionScaler(is_counts=is_counts).state_dict()
         self.module = SpatialEDMModule(n_genes, n_spatial, model_config)
         self.set_config_ = SetConfig().to_dict()
         self._model_summary_string = (
@@ -106,6 +108,7 @@ class SpatialEDM(BaseModelClass):
         spatial_key: str = "spatial",
         batch_key: str | None = None,
         labels_key: str | None = None,
+        expression: str = "auto",
         **kwargs,
     ) -> None:
         """Register expression, coordinates and sections of a reference AnnData.
@@ -124,6 +127,9 @@ class SpatialEDM(BaseModelClass):
         %(param_batch_key)s
             Sections: each is centred per gene and normalised in space on its own.
         %(param_labels_key)s
+        expression
+            ``"counts"`` (raw counts: checked to be non-negative integers), ``"log"`` (log-normalised,
+            used as it is) or ``"auto"`` (counts when every value is a non-negative integer).
 
         Examples
         --------
@@ -131,8 +137,10 @@ class SpatialEDM(BaseModelClass):
         >>> adata = sem.datasets.synthetic_tissue(n_cells=200, n_sections=2)
         >>> sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial", batch_key="section")
         """
+        if expression not in ("auto", "counts", "log"):
+            raise ValueError(f"expression must be 'auto', 'counts' or 'log', got {expression!r}.")
         validate_spatial(adata, spatial_key)
-        validate_expression(adata, layer)
+        validate_expression(adata, layer, expression)
         if batch_key is not None and batch_key not in adata.obs:
             raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs {list(adata.obs.columns)}.")
         if labels_key is not None and labels_key not in adata.obs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from anndata import AnnData
 from scipy import sparse
@@ -48,7 +50,7 @@ def validate_spatial(adata: AnnData, spatial_key: str) -> None:
         )
 
 
-def validate_expression(adata: AnnData, layer: str | None) -> None:
+def validate_expression(adata: AnnData, layer: str | None, expression: str = "auto") -> None:
     """Check the expression matrix: present, finite, unique names, no negative counts, no empty cells.
 
     Parameters
@@ -57,6 +59,8 @@ def validate_expression(adata: AnnData, layer: str | None) -> None:
         The AnnData to check.
     layer
         Layer holding expression; ``None`` for ``adata.X``.
+    expression
+        ``"counts"``, ``"log"`` or ``"auto"`` (what the user declared).
 
     Raises
     ------
@@ -82,10 +86,28 @@ def validate_expression(adata: AnnData, layer: str | None) -> None:
         raise ValueError(f"{where} must be numeric, got dtype {values.dtype}.")
     if not np.isfinite(values).all():
         raise ValueError(f"{where} contains NaN or infinite values.")
+    if expression == "counts":
+        if (values < 0).any():
+            raise ValueError(f"{where} is declared as counts (expression='counts') but has negative values.")
+        if not np.allclose(values, np.round(values)):
+            raise ValueError(
+                f"{where} is declared as counts (expression='counts') but has non-integer values."
+            )
     totals = np.asarray(np.abs(X).sum(axis=1)).ravel()
     empty = totals == 0
     if empty.any():
         raise ValueError(
             f"{where} has {int(empty.sum())} cells with no expression at all, e.g. "
             f"{adata.obs_names[np.flatnonzero(empty)[:3]].tolist()}; remove them (e.g. sc.pp.filter_cells)."
+        )
+    gene_totals = np.asarray(np.abs(X).sum(axis=0)).ravel()
+    silent = gene_totals == 0
+    if silent.any():
+        # A silent gene carries no information but does no harm: warn rather than refuse.
+        warnings.warn(
+            f"{where} has {int(silent.sum())} genes with no expression in any cell, e.g. "
+            f"{adata.var_names[np.flatnonzero(silent)[:3]].tolist()}; they carry no information "
+            "(sc.pp.filter_genes(adata, min_cells=1) removes them).",
+            UserWarning,
+            stacklevel=3,
         )
