@@ -22,6 +22,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsRegressor
 
 from ._preprocessing import ExpressionScaler, looks_like_counts
+from .geometry import similarity_apply
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +56,9 @@ def _normalize_section(coords: np.ndarray) -> np.ndarray:
 def _procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Align ``source`` onto ``target`` (same rows) with translation, O(d) and a global scale.
 
-    Returns the transformed ``source``; reflections are allowed (orthogonal Procrustes without a
-    determinant constraint), because section frames may be mirror images of each other.
+    Reflections are allowed because section frames may be mirror images of each other.
     """
-    mu_s = source.mean(axis=0, keepdims=True)
-    mu_t = target.mean(axis=0, keepdims=True)
-    S = source - mu_s
-    T = target - mu_t
-    U, sv, Vt = np.linalg.svd(S.T @ T)
-    R = U @ Vt
-    norm = (S**2).sum()
-    scale = sv.sum() / norm if norm > 0 else 1.0
-    return scale * S @ R + mu_t
+    return similarity_apply(source, target, source)
 
 
 def _shared_genes(reference: AnnData, query: AnnData) -> pd.Index:
