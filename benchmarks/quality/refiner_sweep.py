@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import scvi
+import torch
 
 import spatialedm as sem
 from spatialedm import baselines, metrics, tasks
@@ -38,6 +39,11 @@ def main() -> None:
     p.add_argument("--model-kwargs", default="{}", help="JSON dict of ModelConfig fields")
     p.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0])
     p.add_argument("--steps", type=int, nargs="+", default=[1, 4])
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="also score refiners started from noise at sigma_start (a posterior sample; not the default)",
+    )
     args = p.parse_args()
 
     scvi.settings.seed = args.seed
@@ -57,6 +63,10 @@ def main() -> None:
         for n in args.steps:
             pred = model.get_latent_coordinates(query, sigma_start=s, n_steps=n, seed=0, key_added=None)
             print(f"refined s={s:<4} n={n:<2}", _fmt(pred, truth))
+            if args.stochastic:
+                gen = torch.Generator().manual_seed(0)
+                pred = model._sample_layout(model._query(query), 512, True, s, n, gen, True)
+                print(f"stochastic s={s:<4} n={n:<2}", _fmt(pred, truth))
     print(
         "knn_regression      ",
         _fmt(baselines.knn_regression(ref, query, layer=info["layer"], batch_key=info["batch_key"]), truth),
