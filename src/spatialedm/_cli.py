@@ -14,15 +14,67 @@ logger = logging.getLogger("spatialedm")
 _METRIC_COLUMNS = ("cellwise_spearman", "patch_jaccard", "knn_jaccard", "distance_spearman")
 
 
+_FIT_EPILOG = """\
+examples:
+  spatialedm fit reference.h5ad -o model/
+  spatialedm fit reference.h5ad -o model/ --layer counts --batch-key section --max-epochs 60
+  spatialedm fit reference.h5ad -o model/ --accelerator gpu --overwrite
+
+The reference needs coordinates in obsm (2-D or 3-D) and expression in X or --layer (raw counts or
+log-normalised). A progress bar follows the training; the model folder is written atomically.
+"""
+
+_PREDICT_EPILOG = """\
+examples:
+  spatialedm predict model/ query.h5ad -o query_placed.h5ad
+  spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
+
+Genes are matched to the model by name; extra genes are ignored. The output is the query with
+obsm[KEY] added (and obs["spatialedm_uncertainty"] with --n-samples > 1). Draw it with
+  sq.pl.spatial_scatter(adata, spatial_key="X_spatialedm", shape=None, color=...)
+"""
+
+_DEMO_EPILOG = """\
+examples:
+  spatialedm demo
+  spatialedm demo -o demo_out --task embryo_slab --max-epochs 10
+
+Writes metrics.json, reconstruction.png and the trained model to the output folder.
+"""
+
+_MAIN_EPILOG = """\
+examples:
+  spatialedm fit reference.h5ad -o model/
+  spatialedm predict model/ query.h5ad -o query_placed.h5ad
+  spatialedm demo
+
+Run 'spatialedm COMMAND --help' for the options of each command.
+"""
+
+
+class CLIError(Exception):
+    """A user error reported as one line, with exit status 2."""
+
+
 def _parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="spatialedm",
         description="Reconstruct the relative spatial layout of cells from expression, learned from spatial "
         "transcriptomics (an scvi-tools model).",
+        epilog=_MAIN_EPILOG,
+        formatter_class=fmt,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--debug", action="store_true", help="Show full tracebacks of errors.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = sub.add_parser("fit", help="Train a model on a reference .h5ad with coordinates.")
+    fit = sub.add_parser(
+        "fit",
+        help="Train a model on a reference .h5ad with coordinates.",
+        description="Train a SpatialEDM model on a reference AnnData with coordinates and save it.",
+        epilog=_FIT_EPILOG,
+        formatter_class=fmt,
+    )
     fit.add_argument("reference", help="Reference AnnData (.h5ad) with coordinates in obsm.")
     fit.add_argument("-o", "--output", required=True, help="Folder to save the trained model in.")
     fit.add_argument("--layer", default=None, help="Layer with expression (default: X).")
@@ -30,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         "--spatial-key", default="spatial", help="obsm key of the coordinates (default: spatial)."
     )
     fit.add_argument("--batch-key", default=None, help="obs column of the sections (default: one section).")
+    fit.add_argument(
+        "--expression",
+        default="auto",
+        choices=("auto", "counts", "log"),
+        help="Raw counts, log-normalised, or auto-detected (default auto).",
+    )
     fit.add_argument("--max-epochs", type=int, default=None, help="Training epochs over all stages.")
     fit.add_argument(
         "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default auto)."
@@ -37,25 +95,39 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--devices", default="auto", help="Lightning devices (default auto).")
     fit.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     fit.add_argument("--overwrite", action="store_true", help="Replace an existing model folder.")
+    fit.add_argument("--no-progress-bar", action="store_true", help="Hide the training progress bar.")
 
-    pred = sub.add_parser("predict", help="Place the cells of a query .h5ad with a trained model.")
+    pred = sub.add_parser(
+        "predict",
+        help="Place the cells of a query .h5ad with a trained model.",
+        description="Reconstruct the layout of a query AnnData's cells from their expression.",
+        epilog=_PREDICT_EPILOG,
+        formatter_class=fmt,
+    )
     pred.add_argument("model", help="Folder written by 'spatialedm fit'.")
     pred.add_argument("query", help="Query AnnData (.h5ad); genes are matched to the model by name.")
     pred.add_argument("-o", "--output", required=True, help="Output .h5ad with obsm[KEY] added.")
     pred.add_argument("--key-added", default="X_spatialedm", help="obsm key to write (default X_spatialedm).")
     pred.add_argument("--no-refine", action="store_true", help="Generator only, skip the diffusion refiner.")
     pred.add_argument("--n-samples", type=int, default=1, help="Samples; >1 also writes obs uncertainty.")
+    pred.add_argument("--batch-size", type=int, default=None, help="Cells per set (default: the model's).")
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 
     demo = sub.add_parser(
         "demo",
         help="Train on one half of the bundled osmFISH cortex, reconstruct the other half from expression "
         "alone, print metrics against baselines and save a plot.",
+        description="Train on a held-out task's reference, reconstruct its query from expression alone, "
+        "compare with baselines and save a plot.",
+        epilog=_DEMO_EPILOG,
+        formatter_class=fmt,
     )
     demo.add_argument(
         "-o", "--output", default="spatialedm_demo", help="Output folder (default spatialedm_demo)."
     )
-    demo.add_argument("--task", default="osmfish_halves", help="Held-out task (see spatialedm.tasks.TASKS).")
+    demo.add_argument(
+        "--task", default="osmfish_halves", help="Held-out task (see spatialedm.tasks.available_tasks())."
+    )
     demo.add_argument("--max-epochs", type=int, default=None, help="Training epochs (default: the model's).")
     demo.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
     return p
@@ -65,8 +137,11 @@ def _read(path: str):
     import anndata as ad
 
     if not Path(path).is_file():
-        raise SystemExit(f"error: file not found: {path}")
-    return ad.read_h5ad(path)
+        raise CLIError(f"file not found: {path}")
+    try:
+        return ad.read_h5ad(path)
+    except OSError as err:
+        raise CLIError(f"cannot read {path} as .h5ad: {err}") from err
 
 
 def _fit(args) -> None:
@@ -75,14 +150,26 @@ def _fit(args) -> None:
     from ._model import SpatialEDM
 
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise SystemExit(f"error: {out} exists and is not empty; pass --overwrite to replace it.")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise CLIError(f"{out} exists and is not empty; pass --overwrite to replace it.")
     scvi.settings.seed = args.seed
     adata = _read(args.reference)
-    SpatialEDM.setup_anndata(adata, layer=args.layer, spatial_key=args.spatial_key, batch_key=args.batch_key)
+    logger.info("Read %s: %d cells x %d genes", args.reference, adata.n_obs, adata.n_vars)
+    SpatialEDM.setup_anndata(
+        adata,
+        layer=args.layer,
+        spatial_key=args.spatial_key,
+        batch_key=args.batch_key,
+        expression=args.expression,
+    )
     model = SpatialEDM(adata)
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    model.train(max_epochs=args.max_epochs, accelerator=args.accelerator, devices=devices)
+    model.train(
+        max_epochs=args.max_epochs,
+        accelerator=args.accelerator,
+        devices=devices,
+        enable_progress_bar=not args.no_progress_bar,
+    )
     model.save(str(out), overwrite=True)
     logger.info("Saved the model to %s", out)
 
@@ -90,11 +177,29 @@ def _fit(args) -> None:
 def _predict(args) -> None:
     from ._model import SpatialEDM
 
+    if not Path(args.model).is_dir():
+        raise CLIError(f"model folder not found: {args.model}")
+    if args.n_samples < 1:
+        raise CLIError(f"--n-samples must be at least 1, got {args.n_samples}.")
     model = SpatialEDM.load(args.model)
+    logger.info("Loaded the model from %s (%d genes)", args.model, len(model.var_names_))
     query = _read(args.query)
-    model.get_latent_coordinates(
-        query, refine=not args.no_refine, n_samples=args.n_samples, key_added=args.key_added, seed=args.seed
+    logger.info(
+        "Placing %d query cells (%s, %d sample(s))...",
+        query.n_obs,
+        "generator only" if args.no_refine else "generator + refiner",
+        args.n_samples,
     )
+    start = time.time()
+    model.get_latent_coordinates(
+        query,
+        refine=not args.no_refine,
+        n_samples=args.n_samples,
+        key_added=args.key_added,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    logger.info("Placed the cells in %.1f s", time.time() - start)
     query.write_h5ad(args.output)
     logger.info("Wrote obsm[%r] for %d cells to %s", args.key_added, query.n_obs, args.output)
 
@@ -153,8 +258,9 @@ def _demo(args) -> None:
     if gradient is not None:  # colour by depth across the layers, so misplaced cells stand out
         query.obs["layer_depth"] = truth @ np.asarray(gradient, dtype=float)
         color = "layer_depth"
-    fig = pl.reconstruction(query, basis="X_spatialedm", truth="spatial_true", color=color, show=False)
-    fig.savefig(out / "reconstruction.png", dpi=120, bbox_inches="tight")
+    pl.reconstruction(
+        query, basis="X_spatialedm", truth="spatial_true", color=color, save=out / "reconstruction.png"
+    )
     model.save(str(out / "model"), overwrite=True)
     print(f"Saved {out / 'reconstruction.png'}, {out / 'metrics.json'} and the model in {out / 'model'}.")
 
@@ -169,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns
     -------
-    Exit status.
+    Exit status: 0 on success; 2 for a usage error (argparse) or a user error such as a missing file or
+    an unknown key, reported as one line on stderr without a traceback (``--debug`` shows it).
 
     Examples
     --------
@@ -179,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         {"fit": _fit, "predict": _predict, "demo": _demo}[args.command](args)
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CLIError, KeyError, ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        # KeyError's str() quotes its message; print the message itself, on one line
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"spatialedm {args.command}: error: {' '.join(str(msg).split())}", file=sys.stderr)
         return 2
     return 0
 

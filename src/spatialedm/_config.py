@@ -73,6 +73,18 @@ class ModelConfig(_ConfigMixin):
         Default starting noise level of the refiner, in units of the residual's ``sigma_data``.
     n_steps
         Default number of Heun steps of the refiner.
+    refiner_target
+        What the refiner diffuses: ``"residual"`` (the target aligned onto the generator's layout minus
+        that layout; DESIGN.md decision 4) or ``"layout"`` (the whole layout, as the seed's SDEdit-style
+        refiner did: the generator's layout is re-noised and denoised). Kept for the scale-collapse
+        study (docs/notes/scale-collapse.md); ``"residual"`` scores better.
+    refiner_loss
+        ``"aligned"``: random O(d) augmentation and Kabsch-aligned MSE (DESIGN.md decision 2);
+        ``"plain"``: MSE against the target in its fixed orientation (the seed's score loss).
+    sigma_data_scale
+        Factor on the estimated ``sigma_data`` used by the EDM preconditioning and noise levels;
+        ``1`` is the estimate itself. The study sets it to the dilution of the seed's 32-column Gram
+        targets to measure what that mis-scaling does.
     """
 
     n_hidden: int = 256
@@ -99,6 +111,17 @@ class ModelConfig(_ConfigMixin):
     sigma_max_factor: float = 3.0
     sigma_start_factor: float = 2.0
     n_steps: int = 1
+    refiner_target: str = "residual"
+    refiner_loss: str = "aligned"
+    sigma_data_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.refiner_target not in ("residual", "layout"):
+            raise ValueError(f"refiner_target must be 'residual' or 'layout', got {self.refiner_target!r}.")
+        if self.refiner_loss not in ("aligned", "plain"):
+            raise ValueError(f"refiner_loss must be 'aligned' or 'plain', got {self.refiner_loss!r}.")
+        if not self.sigma_data_scale > 0:
+            raise ValueError(f"sigma_data_scale must be positive, got {self.sigma_data_scale!r}.")
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from lightning.pytorch.strategies import DDPStrategy
 from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
@@ -21,11 +22,13 @@ from scvi.utils import setup_anndata_dsp
 
 from ._config import ModelConfig, SetConfig
 from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
+from ._diagnostics import DiagnosticsMixin
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionScaler, looks_like_counts
 from ._query import QueryExpression
 from ._sets import SetDataModule
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
+from ._transfer import TransferMixin
 from ._validation import validate_expression, validate_spatial
 from .geometry import align_numpy, generalised_procrustes, similarity_apply, unit_rms
 
@@ -39,7 +42,7 @@ SETS_PER_PASS = 16
 DEFAULT_MAX_EPOCHS = 30
 
 
-class SpatialEDM(BaseModelClass):
+class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
     """Reconstruct the relative spatial layout of cells from expression.
 
     Learns, from spatial transcriptomics sections registered with :meth:`setup_anndata`, how
@@ -213,6 +216,15 @@ class SpatialEDM(BaseModelClass):
         data_module = SetDataModule(expression, coords, sections, set_config, seed=settings.seed or 0)
         epochs = stage_epochs(max_epochs, fractions)
         plan = self._training_plan_cls(self.module, epochs, **plan_kwargs)
+        if trainer_kwargs.get("strategy") in ("ddp", "ddp_spawn", "ddp_notebook"):
+            # Each stage leaves the other stages' parameters without gradients; plain DDP would
+            # stop at the first step waiting for their reduction.
+            trainer_kwargs["strategy"] = DDPStrategy(
+                find_unused_parameters=True,
+                start_method={"ddp": "popen", "ddp_spawn": "spawn", "ddp_notebook": "fork"}[
+                    trainer_kwargs["strategy"]
+                ],
+            )
         if data_module.val_dataset is not None:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         trainer_kwargs.setdefault("log_every_n_steps", 1)

@@ -92,38 +92,49 @@ class SpatialEDMModule(BaseModuleClass):
         return {"z": z, "h": h, "v_gen": v_gen}
 
     def generative(self, h, v_gen, coords, mask=None, stage: str = "generator") -> dict:
-        """In the refiner stage, noise the residual around the generator's layout and denoise it.
+        """In the refiner stage, noise the refiner's target and denoise it.
+
+        With ``refiner_target="residual"`` the target is the residual around the generator's layout,
+        otherwise the set's whole layout (see :class:`~spatialedm.ModelConfig`).
 
         Returns
         -------
-        ``final`` (denoised layout), ``target`` (aligned target) and ``sigma`` for the refiner stage;
+        ``final`` (denoised layout), ``target`` (layout target) and ``sigma`` for the refiner stage;
         an empty dict otherwise.
         """
         if stage != "refiner":
             return {}
-        target = align(coords, v_gen, mask)
-        resid = (target - v_gen) * mask.unsqueeze(-1)
+        residual = self.config.refiner_target == "residual"
+        target = align(coords, v_gen, mask) if residual else center(coords, mask)
+        base = v_gen if residual else torch.zeros_like(v_gen)
+        clean = (target - base) * mask.unsqueeze(-1)
         if self.training:
-            # Generator is frozen in this stage, so the residual distribution is stationary: a
+            # The generator is frozen in this stage, so the clean distribution is stationary: a
             # running mean converges to its sigma_data.
-            batch_sd = rms(resid, mask).pow(2).mean().sqrt().detach()
+            batch_sd = rms(clean, mask).pow(2).mean().sqrt().detach()
             if self.sigma_data <= 0:
                 self.sigma_data.copy_(batch_sd)
             else:
                 self.sigma_data.mul_(0.98).add_(0.02 * batch_sd)
-            # Random O(d) augmentation of the residual's frame; generator output rotates with it.
-            rot = random_orthogonal(v_gen.shape[0], self.n_spatial, device=v_gen.device)
-            v_gen, resid, target = v_gen @ rot, resid @ rot, target @ rot
-        sd = float(self.sigma_data)
+            if self.config.refiner_loss == "aligned":
+                # Random O(d) augmentation of the frame; the generator's layout rotates with it.
+                rot = random_orthogonal(v_gen.shape[0], self.n_spatial, device=v_gen.device)
+                v_gen, clean, target, base = v_gen @ rot, clean @ rot, target @ rot, base @ rot
+        sd = self.sigma_data_used
         sigma = edm.sample_sigma(
             v_gen.shape[0],
             self.config.sigma_min_factor * sd,
             self.config.sigma_max_factor * sd,
             device=v_gen.device,
         )
-        noisy = resid + sigma[:, None, None] * torch.randn_like(resid) * mask.unsqueeze(-1)
+        noisy = clean + sigma[:, None, None] * torch.randn_like(clean) * mask.unsqueeze(-1)
         denoised = self.denoise(noisy, sigma, v_gen, h, mask)
-        return {"final": v_gen + denoised, "target": target, "sigma": sigma}
+        return {"final": base + denoised, "target": target, "sigma": sigma}
+
+    @property
+    def sigma_data_used(self) -> float:
+        """``sigma_data`` as used by the preconditioning: the estimate times ``sigma_data_scale``."""
+        return float(self.sigma_data) * self.config.sigma_data_scale
 
     def denoise(
         self,
@@ -152,9 +163,15 @@ class SpatialEDMModule(BaseModuleClass):
         -------
         Denoised residual ``(B, N, d)``, centred.
         """
-        c_skip, c_out, c_in, c_noise = edm.preconditioning(sigma, float(self.sigma_data))
-        f = self.denoiser(c_in[:, None, None] * x, c_noise, v_gen, h, mask)
-        return center(c_skip[:, None, None] * x + c_out[:, None, None] * f, mask)
+        return self.denoise_parts(x, sigma, v_gen, h, mask)[0]
+
+    def denoise_parts(self, x, sigma, v_gen, h, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`denoise` and the raw network output ``F`` (for diagnostics)."""
+        c_skip, c_out, c_in, c_noise = edm.preconditioning(sigma, self.sigma_data_used)
+        # The layout refiner is not conditioned on the generator's layout (only on the context).
+        cond = v_gen if self.config.refiner_target == "residual" else torch.zeros_like(v_gen)
+        f = self.denoiser(c_in[:, None, None] * x, c_noise, cond, h, mask)
+        return center(c_skip[:, None, None] * x + c_out[:, None, None] * f, mask), f
 
     def loss(self, tensors, inference_outputs, generative_outputs, stage: str = "generator") -> LossOutput:
         """Loss of the current stage (see :data:`STAGES`)."""
@@ -183,8 +200,12 @@ class SpatialEDMModule(BaseModuleClass):
             }
         elif stage == "refiner":
             out = generative_outputs
-            err = aligned_mse(out["final"], out["target"], mask)
-            weight = edm.loss_weight(out["sigma"], float(self.sigma_data))
+            if self.config.refiner_loss == "aligned":
+                err = aligned_mse(out["final"], out["target"], mask)
+            else:
+                sq = (out["final"] - out["target"]).pow(2).sum(-1) * mask
+                err = sq.sum(-1) / (mask.sum(-1).clamp_min(1) * self.n_spatial)
+            weight = edm.loss_weight(out["sigma"], self.sigma_data_used)
             loss = (weight * err).mean()
             extra = {"refiner_mse": err.mean().detach(), "sigma_data": self.sigma_data.detach().clone()}
         else:
@@ -243,6 +264,7 @@ class SpatialEDMModule(BaseModuleClass):
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
         stochastic: bool = False,
+        from_noise: bool = False,
     ) -> torch.Tensor:
         """Layout of sets of cells: generator, then optionally the Heun-sampled refiner.
 
@@ -255,7 +277,7 @@ class SpatialEDMModule(BaseModuleClass):
         refine
             Run the diffusion refiner after the generator.
         sigma_start
-            Starting noise level in units of the residual's ``sigma_data``.
+            Starting noise level in units of ``sigma_data``.
         n_steps
             Number of Heun steps.
         generator
@@ -264,6 +286,10 @@ class SpatialEDMModule(BaseModuleClass):
             Start the refiner from the generator's layout plus Gaussian noise at ``sigma_start`` (a
             sample of the layout's posterior). Otherwise start from the noise-free generator layout,
             the mode of the noised distribution, which gives the deterministic, best-scoring layout.
+        from_noise
+            Open-loop sampling: start from pure noise at ``sigma_start`` without the generator's
+            layout (for ``refiner_target="residual"`` the residual is pure noise, the generator's layout
+            still conditions the denoiser). Implies ``stochastic``.
 
         Returns
         -------
@@ -273,19 +299,21 @@ class SpatialEDMModule(BaseModuleClass):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         out = self.inference(x, mask, stage="refiner")
         h, v_gen = out["h"], out["v_gen"]
-        sd = float(self.sigma_data)
+        sd = self.sigma_data_used
         if not refine or sd <= 0:
             return v_gen
         factor = self.config.sigma_start_factor if sigma_start is None else sigma_start
         factor = min(factor, self.config.sigma_max_factor)  # never start above the trained range
         steps = self.config.n_steps if n_steps is None else n_steps
         sigmas = edm.karras_schedule(steps, factor * sd, self.config.sigma_min_factor * sd).to(x.device)
-        start = torch.zeros_like(v_gen)
-        if stochastic:
+        residual = self.config.refiner_target == "residual"
+        base = v_gen if residual else torch.zeros_like(v_gen)
+        start = torch.zeros_like(v_gen) if (residual or from_noise) else v_gen.clone()
+        if stochastic or from_noise:
             noise = torch.randn(v_gen.shape, generator=generator, device="cpu").to(x.device)
-            start = center(sigmas[0] * noise * mask.unsqueeze(-1), mask)
+            start = start + center(sigmas[0] * noise * mask.unsqueeze(-1), mask)
 
         def denoise(r, s):
             return self.denoise(r, s.expand(r.shape[0]), v_gen, h, mask)
 
-        return v_gen + edm.heun_sample(denoise, start, sigmas)
+        return base + edm.heun_sample(denoise, start, sigmas)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed as dist
 from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset
 
@@ -149,8 +150,22 @@ class SetDataset(Dataset):
         self.coords = coords
         self.sampler = sampler
         self.n_sets = n_sets
-        self.rng = np.random.default_rng(seed)
-        self.fixed_sets = [sampler.draw(self.rng) for _ in range(n_sets)] if fixed else None
+        self.seed = seed
+        self._rng: np.random.Generator | None = None
+        fixed_rng = np.random.default_rng(seed)
+        self.fixed_sets = [sampler.draw(fixed_rng) for _ in range(n_sets)] if fixed else None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """Generator of the training draws, created in the process that uses it.
+
+        Under DDP every rank holds a copy of the dataset; seeding by rank makes the ranks draw
+        different sets instead of the same ones.
+        """
+        if self._rng is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            self._rng = np.random.default_rng(self.seed if rank == 0 else [self.seed, rank])
+        return self._rng
 
     def __len__(self) -> int:
         return self.n_sets

@@ -9,14 +9,17 @@ from ._module import STAGES, SpatialEDMModule
 
 
 def stage_epochs(max_epochs: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Split ``max_epochs`` into encoder, generator and refiner epochs (each at least 1).
+    """Split ``max_epochs`` into encoder, generator and refiner epochs.
+
+    A stage with a positive share gets at least one epoch; a zero share skips the stage, e.g.
+    ``(0, 0, 1)`` retrains only the refiner of a trained model.
 
     Parameters
     ----------
     max_epochs
-        Total epochs (at least 3).
+        Total epochs (at least one per stage with a positive share).
     fractions
-        Relative share of each stage.
+        Relative share of each stage (non-negative, not all zero).
 
     Returns
     -------
@@ -26,14 +29,26 @@ def stage_epochs(max_epochs: int, fractions: tuple[float, float, float]) -> tupl
     --------
     >>> stage_epochs(10, (0.2, 0.5, 0.3))
     (2, 5, 3)
+    >>> stage_epochs(4, (0, 0, 1))
+    (0, 0, 4)
     """
-    if max_epochs < 3:
-        raise ValueError(f"max_epochs must be at least 3 (one per training stage), got {max_epochs}.")
+    if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) <= 0:
+        raise ValueError(f"stage_fractions must be three non-negative shares, not all zero; got {fractions}.")
+    active = [f > 0 for f in fractions]
+    if max_epochs < sum(active):
+        raise ValueError(
+            f"max_epochs must be at least {sum(active)} (one per training stage), got {max_epochs}."
+        )
     total = sum(fractions)
-    a = max(1, round(max_epochs * fractions[0] / total))
-    c = max(1, round(max_epochs * fractions[2] / total))
-    b = max(1, max_epochs - a - c)
-    a = max_epochs - b - c
+    a = max(1, round(max_epochs * fractions[0] / total)) if active[0] else 0
+    c = max(1, round(max_epochs * fractions[2] / total)) if active[2] else 0
+    b = max_epochs - a - c if active[1] else 0
+    if active[1] and b < 1:
+        b = 1
+    if active[0]:
+        a = max_epochs - b - c
+    elif active[2]:
+        c = max_epochs - a - b
     return a, b, c
 
 
@@ -82,8 +97,13 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
         _, _, loss_output = self.module(batch, inference_kwargs=kw, generative_kwargs=kw, loss_kwargs=kw)
         return loss_output
 
+    @property
+    def _sync(self) -> bool:
+        # Under DDP, epoch metrics are averaged over the ranks.
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def _log(self, prefix: str, stage: str, out, batch_size: int):
-        sync = self.trainer is not None and self.trainer.world_size > 1
+        sync = self._sync
         self.log(
             f"{prefix}_loss_{stage}",
             out.loss,
@@ -109,6 +129,7 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
             on_step=False,
             prog_bar=True,
             batch_size=batch["mask"].shape[0],
+            sync_dist=self._sync,
         )
         return out.loss
 
@@ -120,7 +141,14 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
         out = self.forward(batch, stage)
         self._log("validation", stage, out, batch["mask"].shape[0])
         # scvi-tools' checkpoint callback monitors "validation_loss": the current stage's loss.
-        self.log("validation_loss", out.loss, on_epoch=True, on_step=False, batch_size=batch["mask"].shape[0])
+        self.log(
+            "validation_loss",
+            out.loss,
+            on_epoch=True,
+            on_step=False,
+            batch_size=batch["mask"].shape[0],
+            sync_dist=self._sync,
+        )
         return out.loss
 
     def configure_optimizers(self):

@@ -417,17 +417,17 @@ def available_tasks() -> list[str]:
 def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     """Load a named held-out reconstruction task.
 
-    ==================  ==================================================================================
-    name                split
-    ==================  ==================================================================================
-    ``osmfish_halves``  osmFISH cortex (3,405 cells × 33 genes, counts): :func:`split_halves`
-    ``osmfish_random``  osmFISH cortex: :func:`split_random` (30%, ``seed``)
-    ``embryo_slab``     Drosophila embryo (3,039 × 84, normalised, 3-D): :func:`split_end_slab` (25%)
-    ``embryo_random``   Drosophila embryo: :func:`split_random` (30%, ``seed``)
-    ``starmap_section`` STARmap mPFC, 3 mice: the last mouse held out
-    ``dlpfc_section``   Visium DLPFC donor 3, 4 sections × 1,125 genes: the last section held out
-    ``merfish_section`` MERFISH hypothalamus, 2 sections: the last section held out
-    ==================  ==================================================================================
+    ===================  ==================================================================================
+    name                 split
+    ===================  ==================================================================================
+    ``osmfish_halves``   osmFISH cortex (3,405 cells × 33 genes, counts): :func:`split_halves`
+    ``osmfish_random``   osmFISH cortex: :func:`split_random` (30%, ``seed``)
+    ``embryo_slab``      Drosophila embryo (3,039 × 84, normalised, 3-D): :func:`split_end_slab` (25%)
+    ``embryo_random``    Drosophila embryo: :func:`split_random` (30%, ``seed``)
+    ``starmap_section``  STARmap mPFC, 3 mice: the last mouse held out
+    ``dlpfc_section``    Visium DLPFC donor 3, 4 sections × 1,125 genes: the last section held out
+    ``merfish_section``  MERFISH hypothalamus, 2 sections: the last section held out
+    ===================  ==================================================================================
 
     osmFISH's 316 rows flagged ``obs["duplicate"]`` (exact copies of other rows) are dropped first
     (3,089 cells remain). The last three read ``*.h5ad`` files from :func:`shared_data_dir`. MERFISH values are

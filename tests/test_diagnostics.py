@@ -1,0 +1,108 @@
+"""model.diagnose, model.sampling_probe, the ideal gauge denoiser and the refiner variants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spatialedm as sem
+from spatialedm._diagnostics import ideal_gauge_denoiser, orthogonal_grid
+from spatialedm.metrics import scale_ratio
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_orthogonal_grid_is_orthogonal_with_both_determinants(d):
+    grid = orthogonal_grid(d)
+    eye = np.einsum("kij,kil->kjl", grid, grid)
+    assert np.allclose(eye, np.eye(d), atol=1e-8)
+    det = np.linalg.det(grid)
+    assert np.isclose((det > 0).mean(), 0.5)
+
+
+def test_ideal_gauge_denoiser_shrinks_with_sigma():
+    # DESIGN.md decision 3: n = 64 points, only the O(2) orientation unknown; the RMS ratio of the
+    # posterior mean falls from ~1 at small sigma towards 0 at large sigma.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2))
+    x -= x.mean(0)
+    x /= np.sqrt((x**2).mean())
+    ratios = []
+    for sigma in (0.1, 1.0, 3.0, 10.0):
+        r = np.mean(
+            [
+                scale_ratio(ideal_gauge_denoiser(x, x + sigma * rng.normal(size=x.shape), sigma), x)
+                for _ in range(20)
+            ]
+        )
+        ratios.append(r)
+    assert ratios[0] > 0.99
+    assert all(a > b for a, b in zip(ratios, ratios[1:]))
+    assert ratios[-1] < 0.5
+
+
+def test_ideal_gauge_denoiser_recovers_rotated_shape():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 3))
+    x -= x.mean(0)
+    rot = sem.geometry.random_orthogonal(1, 3).numpy()[0].astype(np.float64)
+    noisy = x @ rot + 0.01 * rng.normal(size=x.shape)
+    est = ideal_gauge_denoiser(x, noisy, 0.01)
+    # the posterior mean is the shape in the noisy layout's orientation (up to the 3-D grid spacing)
+    assert np.sqrt(((est - x @ rot) ** 2).mean()) < 0.2 * np.sqrt((x**2).mean())
+
+
+def test_diagnose_table(trained):
+    df = trained.diagnose(sigmas=[0.1, 1.0, 8.0], n_sets=2, seed=0)
+    assert list(df["sigma_over_data"]) == [0.1, 1.0, 8.0]
+    np.testing.assert_allclose(df["sigma"], df["sigma_over_data"] * trained.module.sigma_data_used, rtol=1e-6)
+    for col in ("scale_ratio", "patch_jaccard", "distance_spearman"):
+        assert {f"{col}_output", f"{col}_input", f"{col}_output_std"} <= set(df.columns)
+    assert {"scale_ratio_ideal", "fx_ratio_output", "residual_scale_ratio_output"} <= set(df.columns)
+    assert np.isfinite(df.drop(columns=["n_sets"]).to_numpy()).all()
+    # noise inflates the noisy layout; the ideal curve does not grow
+    assert df["scale_ratio_input"].is_monotonic_increasing
+    assert df["scale_ratio_ideal"].iloc[0] > 0.98
+    # same sets at every sigma: the input's neighbourhoods degrade as sigma grows
+    assert df["patch_jaccard_input"].iloc[0] > df["patch_jaccard_input"].iloc[-1]
+
+
+def test_diagnose_on_given_adata_and_errors(trained):
+    adata = trained.adata
+    df = trained.diagnose(adata, sigmas=[1.0], n_sets=2, seed=1)
+    assert len(df) == 1
+    with pytest.raises(KeyError, match="nope"):
+        trained.diagnose(adata, spatial_key="nope", n_sets=1)
+    with pytest.raises(ValueError, match="sigmas"):
+        trained.diagnose(sigmas=[-1.0], n_sets=1)
+    assert "X_spatialedm" not in adata.obsm  # nothing written
+
+
+def test_sampling_probe(trained):
+    df = trained.sampling_probe(sigma_starts=(1.0,), n_steps=1, n_sets=2, seed=0)
+    assert list(df["start"]) == ["generator", "deterministic", "stochastic", "noise"]
+    for col in ("cellwise_spearman", "patch_jaccard", "scale_ratio"):
+        assert np.isfinite(df[col]).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"refiner_target": "layout"},
+        {"refiner_loss": "plain"},
+        {"refiner_target": "layout", "refiner_loss": "plain", "sigma_data_scale": 0.25},
+    ],
+)
+def test_refiner_variants_train_and_sample(tissue, tiny, tiny_sets, options):
+    sem.SpatialEDM.setup_anndata(tissue, batch_key="section")
+    model = sem.SpatialEDM(tissue, **tiny, **options)
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    assert model.module.sigma_data > 0
+    coords = model.get_latent_coordinates(tissue, seed=0, key_added=None)
+    assert np.isfinite(coords).all()
+    df = model.diagnose(sigmas=[1.0], n_sets=1, seed=0)
+    assert np.isfinite(df["scale_ratio_output"]).all()
+
+
+def test_unknown_refiner_option():
+    with pytest.raises(ValueError, match="refiner_target"):
+        sem.ModelConfig(refiner_target="gram")
