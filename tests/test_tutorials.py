@@ -1,9 +1,12 @@
 """Execute every tutorial notebook with small settings, so that a broken tutorial fails CI.
 
 Each notebook in ``tutorials/`` reads ``SPATIALEDM_TUTORIAL_FAST``; with ``1`` it trains for a few
-epochs on small sets (about a minute per notebook on 2 CPU cores). The notebook is executed from a
-temporary copy, so the outputs stored in ``tutorials/*.ipynb`` (rendered by the docs) are never
+epochs on small sets (30-60 s per notebook on 2 CPU cores, most of it imports). The notebook is executed
+from a temporary copy, so the outputs stored in ``tutorials/*.ipynb`` (rendered by the docs) are never
 overwritten. Needs the ``tutorials`` extra (``pip install -e ".[tutorials]"``); skipped without it.
+
+The executions are marked ``slow`` (together about 2.5 minutes, which would double the default run):
+``.ci/run`` runs them as their own step, ``python -m pytest -q -m slow tests/test_tutorials.py``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def test_every_tutorial_is_collected():
     assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "embryo_3d", "diagnostics"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_tutorial_executes(notebook, tmp_path, monkeypatch, kernel_here):
     monkeypatch.setenv("SPATIALEDM_TUTORIAL_FAST", "1")

@@ -11,6 +11,22 @@ spatialedm  trains ``SpatialEDM`` on the reference, then scores ``get_latent_coo
 knn         ``spatialedm.baselines.knn_regression`` -> ``knn_regression``
 pca         ``spatialedm.baselines.expression_pca`` (query only, no reference) -> ``expression_pca``
 random      ``spatialedm.baselines.random_layout`` -> ``random``
+tangram     Tangram ``mode="cells"`` mapping (``peers.tangram_layout``) -> ``tangram``
+novosparc   novoSpaRc reference-based fused Gromov-Wasserstein (``peers.novosparc_layout``) -> ``novosparc``
+celery      CeLEry coordinate regression (``peers.celery_layout``) -> ``celery``
+
+The peers are not dependencies of spatialedm (install them with ``benchmarks/requirements-peers.txt``);
+``--peer-kwargs`` passes keyword arguments to their functions and is stored in the ``config`` column.
+
+Resources
+---------
+Every row records ``seconds`` (wall time of the method's fit + inference; spatialedm's training time is
+in ``train_seconds``) and, when written with ``FIELDS_MEM`` (any ``--out`` other than an existing CSV
+with the old header), ``peak_mb``: the peak resident set size (RSS) of this Python process while the
+method ran, minus its RSS when the method started, in MiB (2**20 bytes). RSS is sampled every 10 ms by a
+background thread from ``/proc/self/statm`` (``psutil`` elsewhere); child processes (e.g. data-loader
+workers) are not counted, and allocations shorter than the sampling interval can be missed. For
+spatialedm, one peak covers training and both predictions and is stored on both rows.
 
 Examples
 --------
@@ -18,6 +34,10 @@ python benchmarks/quality/run_core.py --tasks osmfish_halves embryo_slab starmap
     dlpfc_section merfish_section --seeds 0 1 2 --methods spatialedm knn pca \
     --out benchmarks/quality/results_core.csv --summary
 python benchmarks/quality/run_core.py --summary-only --out benchmarks/quality/results_core.csv
+.venv-bench/bin/python benchmarks/quality/run_core.py --tasks osmfish_halves --seeds 0 \
+    --methods tangram novosparc celery knn pca random --out benchmarks/quality/results_peers.csv
+python benchmarks/quality/run_core.py --summary-only \
+    --csv benchmarks/quality/results_core.csv benchmarks/quality/results_peers.csv
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ import os
 import platform
 import shlex
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -43,6 +64,8 @@ if str(REPO / "src") not in sys.path:
 from spatialedm import baselines  # noqa: E402
 from spatialedm.metrics import evaluate  # noqa: E402
 from spatialedm.tasks import load_task  # noqa: E402
+
+PEERS = ["tangram", "novosparc", "celery"]
 
 CORE_TASKS = ["osmfish_halves", "embryo_slab", "starmap_section", "dlpfc_section", "merfish_section"]
 METRICS = [
@@ -68,17 +91,76 @@ FIELDS = [
     "config",
     "timestamp",
 ]
+#: columns of CSVs that record memory (new files); files with the old header keep ``FIELDS``
+FIELDS_MEM = [*FIELDS[: FIELDS.index("train_seconds") + 1], "peak_mb", *FIELDS[FIELDS.index("n_ref") :]]
 START, END = "<!-- core-quality:start -->", "<!-- core-quality:end -->"
 
 
 def append_row(path: Path, row: dict) -> None:
+    """Append ``row`` to ``path``; a new file gets ``FIELDS_MEM``, an existing one keeps its header."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
+    if new:
+        fields = FIELDS_MEM
+    else:
+        with path.open(newline="") as fh:
+            fields = next(csv.reader(fh))
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return int(psutil.Process().memory_info().rss)
+        except Exception:  # noqa: BLE001 - no way to read RSS here
+            return None
+
+
+class PeakMemory:
+    """Context manager: peak RSS of this process above its RSS at entry, in MiB, sampled every ``interval`` s.
+
+    ``peak_mb`` is NaN where RSS cannot be read.
+    """
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.peak_mb = float("nan")
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            rss = _rss_bytes()
+            if rss is not None:
+                self._peak = max(self._peak, rss)
+
+    def __enter__(self):
+        self._start = _rss_bytes()
+        if self._start is None:
+            return self
+        self._peak = self._start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is None:
+            return False
+        self._stop.set()
+        self._thread.join()
+        rss = _rss_bytes()
+        if rss is not None:
+            self._peak = max(self._peak, rss)
+        self.peak_mb = (self._peak - self._start) / 2**20
+        return False
 
 
 def score(pred, truth, seed) -> dict:
@@ -113,7 +195,17 @@ def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs):
         yield method, np.asarray(pred), time.perf_counter() - t0, train_seconds
 
 
-def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs):
+def run_peer(name, reference, query, info, seed, kwargs):
+    """Return the peer's layout of ``query`` (imports ``peers`` lazily: the peers are optional)."""
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import peers
+
+    func, _ = peers.PEERS[name]
+    return func(reference, query, info, seed, **kwargs)
+
+
+def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs, peer_kwargs=None):
     reference, query, info = load_task(name, seed=seed)
     truth = np.asarray(query.obsm[info["spatial_key"]], dtype=np.float64).copy()
     query_in = query.copy()
@@ -130,7 +222,7 @@ def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs):
         "n_query": query.n_obs,
     }
 
-    def record(method, pred, seconds, train_seconds=float("nan"), config="", tag=""):
+    def record(method, pred, seconds, train_seconds=float("nan"), config="", tag="", peak_mb=float("nan")):
         row = {
             **base,
             "method": method,
@@ -138,6 +230,7 @@ def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs):
             **score(pred, truth, seed),
             "seconds": round(seconds, 3),
             "train_seconds": round(train_seconds, 3) if np.isfinite(train_seconds) else "",
+            "peak_mb": round(peak_mb, 1) if np.isfinite(peak_mb) else "",
             "config": config,
             "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
         }
@@ -145,36 +238,52 @@ def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs):
         print(
             f"  {method:22s} cellwise_spearman {row['cellwise_spearman']:.3f}  patch_jaccard "
             f"{row['patch_jaccard']:.3f}  knn_jaccard {row['knn_jaccard']:.3f}  distance_spearman "
-            f"{row['distance_spearman']:.3f}  ({seconds:.1f} s)",
+            f"{row['distance_spearman']:.3f}  ({seconds:.1f} s, peak {peak_mb:.0f} MB)",
             flush=True,
         )
 
+    peer_kwargs = peer_kwargs or {}
     for m in methods:
         try:
             if m == "knn":
-                t0 = time.perf_counter()
-                pred = baselines.knn_regression(
-                    reference,
-                    query_in,
-                    spatial_key=info["spatial_key"],
-                    layer=info["layer"],
-                    batch_key=info["batch_key"],
-                )
-                record("knn_regression", pred, time.perf_counter() - t0)
+                with PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    pred = baselines.knn_regression(
+                        reference,
+                        query_in,
+                        spatial_key=info["spatial_key"],
+                        layer=info["layer"],
+                        batch_key=info["batch_key"],
+                    )
+                    seconds = time.perf_counter() - t0
+                record("knn_regression", pred, seconds, peak_mb=mem.peak_mb)
             elif m == "pca":
-                t0 = time.perf_counter()
-                pred = baselines.expression_pca(query_in, dim=info["dim"], layer=info["layer"])
-                record("expression_pca", pred, time.perf_counter() - t0)
+                with PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    pred = baselines.expression_pca(query_in, dim=info["dim"], layer=info["layer"])
+                    seconds = time.perf_counter() - t0
+                record("expression_pca", pred, seconds, peak_mb=mem.peak_mb)
             elif m == "random":
-                t0 = time.perf_counter()
-                pred = baselines.random_layout(query_in, dim=info["dim"], seed=seed)
-                record("random", pred, time.perf_counter() - t0)
+                with PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    pred = baselines.random_layout(query_in, dim=info["dim"], seed=seed)
+                    seconds = time.perf_counter() - t0
+                record("random", pred, seconds, peak_mb=mem.peak_mb)
+            elif m in PEERS:
+                kwargs = peer_kwargs.get(m, {})
+                with PeakMemory() as mem:
+                    t0 = time.perf_counter()
+                    pred = run_peer(m, reference, query_in, info, seed, kwargs)
+                    seconds = time.perf_counter() - t0
+                record(m, pred, seconds, config=json.dumps(kwargs, sort_keys=True), peak_mb=mem.peak_mb)
             elif m == "spatialedm":
                 config = json.dumps({"model": model_kwargs, "train": train_kwargs}, sort_keys=True)
-                for method, pred, seconds, train_seconds in run_spatialedm(
-                    reference, query_in, info, seed, model_kwargs, train_kwargs
-                ):
-                    record(method, pred, seconds, train_seconds, config, tag)
+                with PeakMemory() as mem:
+                    results = list(
+                        run_spatialedm(reference, query_in, info, seed, model_kwargs, train_kwargs)
+                    )
+                for method, pred, seconds, train_seconds in results:
+                    record(method, pred, seconds, train_seconds, config, tag, peak_mb=mem.peak_mb)
         except Exception:  # noqa: BLE001 - keep going with the other methods and tasks
             print(f"  ! {m} failed on {name} seed {seed}:", flush=True)
             traceback.print_exc()
@@ -185,18 +294,27 @@ def machine() -> str:
     return f"{platform.system()} {proc}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
 
 
-def summary_table(csv_path: Path, tasks: list[str] | None = None) -> str:
+def summary_table(csv_paths: Path | list[Path], tasks: list[str] | None = None) -> str:
+    """Markdown table (mean ± std over seeds) of one or several result CSVs.
+
+    Rows from all files are pooled; a rerun of the same (task, seed, method, tag) replaces the earlier
+    row (later files win). ``peak MB`` is the mean of the recorded ``peak_mb`` values, blank where none
+    was recorded (rows of CSVs with the old header).
+    """
     import pandas as pd
 
-    df = pd.read_csv(csv_path, keep_default_na=False, na_values=[""])
+    paths = [csv_paths] if isinstance(csv_paths, (str, Path)) else list(csv_paths)
+    frames = [pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths]
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    if "peak_mb" not in df:
+        df["peak_mb"] = np.nan
     df["tag"] = df["tag"].fillna("").astype(str)
-    # a rerun of the same (task, seed, method, tag) replaces the earlier row
     df = df.drop_duplicates(["task", "seed", "method", "tag"], keep="last")
     df["label"] = np.where(df["tag"] == "", df["method"], df["method"] + " [" + df["tag"] + "]")
-    order = tasks or list(dict.fromkeys(df["task"]))
+    order = [t for t in (tasks or list(dict.fromkeys(df["task"]))) if t in set(df["task"])]
     lines = [
-        "| task | method | n seeds | " + " | ".join(SUMMARY_METRICS) + " | seconds |",
-        "|---|---|---|" + "---|" * len(SUMMARY_METRICS) + "---|",
+        "| task | method | n seeds | " + " | ".join(SUMMARY_METRICS) + " | seconds | peak MB |",
+        "|---|---|---|" + "---|" * len(SUMMARY_METRICS) + "---|---|",
     ]
     for task in order:
         sub = df[df["task"] == task]
@@ -206,16 +324,27 @@ def summary_table(csv_path: Path, tasks: list[str] | None = None) -> str:
                 v = g[m].astype(float)
                 cells.append(f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}")
             sec = g["seconds"].astype(float) + g["train_seconds"].astype(float).fillna(0.0)
-            lines.append(f"| {task} | {label} | {len(g)} | " + " | ".join(cells) + f" | {sec.mean():.1f} |")
+            mem = g["peak_mb"].astype(float).dropna()
+            mem_cell = f"{mem.mean():.0f}" if len(mem) else ""
+            lines.append(
+                f"| {task} | {label} | {len(g)} | "
+                + " | ".join(cells)
+                + f" | {sec.mean():.1f} | {mem_cell} |"
+            )
     return "\n".join(lines)
 
 
-def write_summary(csv_path: Path, md_path: Path, tasks: list[str] | None, command: str) -> str:
-    table = summary_table(csv_path, tasks)
+def _rel(path: Path) -> Path:
     try:
-        csv_rel = csv_path.resolve().relative_to(REPO)
+        return path.resolve().relative_to(REPO)
     except ValueError:
-        csv_rel = csv_path
+        return path
+
+
+def write_summary(csv_paths: Path | list[Path], md_path: Path, tasks: list[str] | None, command: str) -> str:
+    paths = [csv_paths] if isinstance(csv_paths, (str, Path)) else list(csv_paths)
+    table = summary_table(paths, tasks)
+    csv_rel = "`, `".join(str(_rel(p)) for p in paths)
     block = "\n".join(
         [
             START,
@@ -224,7 +353,8 @@ def write_summary(csv_path: Path, md_path: Path, tasks: list[str] | None, comman
             f"Machine: {machine()}  ",
             f"Date: {dt.date.today().isoformat()}  ",
             f"Raw rows: `{csv_rel}`. Mean ± std over seeds (sample std); seconds = fit + inference "
-            "(for spatialedm, training included). The seed changes random splits, model training and the "
+            "(for spatialedm, training included); peak MB = peak RSS of the process during the method above "
+            "its RSS at the method's start (blank where not recorded). The seed changes random splits, model training and the "
             "metrics' subsampling; the baselines on spatial/section splits are deterministic, so their spread "
             "is subsampling noise only.",
             "",
@@ -256,9 +386,27 @@ def main(argv=None):
         "--methods",
         nargs="+",
         default=["spatialedm", "knn", "pca"],
-        choices=["spatialedm", "knn", "pca", "random"],
+        choices=["spatialedm", "knn", "pca", "random", *PEERS],
     )
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks/quality/results_core.csv")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="CSV the rows are appended to (default: benchmarks/quality/results_core.csv, or "
+        "benchmarks/quality/results_peers.csv when a peer is among --methods)",
+    )
+    p.add_argument(
+        "--csv",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="CSVs pooled by the summary (default: --out)",
+    )
+    p.add_argument(
+        "--peer-kwargs",
+        default="{}",
+        help='JSON dict {peer: {kwarg: value}} passed to the peer functions, e.g. \'{"celery": {"batch_size": 32}}\'',
+    )
     p.add_argument("--model-kwargs", default="{}", help="JSON dict passed to SpatialEDM(ref, **kwargs)")
     p.add_argument("--train-kwargs", default="{}", help="JSON dict passed to model.train(**kwargs)")
     p.add_argument(
@@ -271,22 +419,32 @@ def main(argv=None):
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks/RESULTS.md")
     args = p.parse_args(argv)
 
+    if args.out is None:
+        name = "results_peers.csv" if set(args.methods) & set(PEERS) else "results_core.csv"
+        args.out = REPO / "benchmarks/quality" / name
     command = "python " + shlex.join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
     if not args.summary_only:
         model_kwargs = json.loads(args.model_kwargs)
         train_kwargs = json.loads(args.train_kwargs)
+        peer_kwargs = json.loads(args.peer_kwargs)
+        unknown = set(peer_kwargs) - set(PEERS)
+        if unknown:
+            p.error(f"--peer-kwargs names unknown peers {sorted(unknown)}; choose from {PEERS}")
         for name in args.tasks:
             for seed in args.seeds:
                 try:
-                    run_task(name, seed, args.methods, args.out, args.tag, model_kwargs, train_kwargs)
+                    run_task(
+                        name, seed, args.methods, args.out, args.tag, model_kwargs, train_kwargs, peer_kwargs
+                    )
                 except FileNotFoundError as err:
                     print(f"[{name}] skipped: {err}", flush=True)
                     break
     if args.summary or args.summary_only:
-        if not args.out.exists():
-            print(f"No results at {args.out}; nothing to summarise.")
+        paths = [p_ for p_ in (args.csv or [args.out]) if p_.exists()]
+        if not paths:
+            print(f"No results at {args.csv or args.out}; nothing to summarise.")
             return
-        print(write_summary(args.out, args.results_md, args.tasks, command))
+        print(write_summary(paths, args.results_md, args.tasks, command))
 
 
 if __name__ == "__main__":

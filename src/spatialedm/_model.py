@@ -200,7 +200,8 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
             ``lr``, ``weight_decay`` and ``stage_fractions`` (encoder, generator, refiner shares of
             the epochs; default ``(0.2, 0.5, 0.3)``).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``).
+            Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``), e.g. ``strategy="ddp"``
+            (several devices; see docs/notes/multi-gpu.md) or ``precision="bf16-mixed"``.
 
         Examples
         --------
