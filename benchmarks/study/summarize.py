@@ -21,7 +21,7 @@ REPO = HERE.parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 PAGE = REPO / "docs/notes/scale-collapse.md"
-FIGURE = REPO / "docs/_static/scale_collapse_sigma.png"
+FIGURE = REPO / "docs/_static/scale_collapse.png"
 START, END = "<!-- study-tables:start -->", "<!-- study-tables:end -->"
 SIGMAS_SHOWN = (0.1, 0.4, 1.0, 2.0, 4.0, 16.0)
 
@@ -51,8 +51,8 @@ def diag_table(df: pd.DataFrame) -> str:
     shown = [grid[np.argmin(np.abs(grid - s))] for s in SIGMAS_SHOWN]
     lines = [
         "| task | variant | σ/σ_data | σ (layout RMS units) | scale_ratio output | ideal | input | "
-        "residual scale_ratio | F_x ratio | patch_jaccard output / input |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "residual scale_ratio | Gaussian-residual posterior mean | F_x ratio | patch_jaccard output / input |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, variant), g in df.groupby(["task", "variant"], sort=False):
         for s in dict.fromkeys(shown):
@@ -60,7 +60,7 @@ def diag_table(df: pd.DataFrame) -> str:
             lines.append(
                 f"| {task} | {variant} | {s:.2f} | {r['sigma'].mean():.3f} | {fmt(r['scale_ratio_output'])} | "
                 f"{fmt(r['scale_ratio_ideal'])} | {fmt(r['scale_ratio_input'])} | "
-                f"{fmt(r['residual_scale_ratio_output'])} | {fmt(r['fx_ratio_output'])} | "
+                f"{fmt(r['residual_scale_ratio_output'])} | {1 / np.sqrt(1 + s**2):.3f} | {fmt(r['fx_ratio_output'])} | "
                 f"{r['patch_jaccard_output'].mean():.3f} / {r['patch_jaccard_input'].mean():.3f} |"
             )
     return "\n".join(lines)
@@ -84,7 +84,8 @@ def probe_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def figure(diag: pd.DataFrame) -> None:
+def figure(diag: pd.DataFrame) -> list[Path]:
+    """One ``pl.sigma_diagnostics`` figure per task for the shipped refiner (mean over seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,19 +93,15 @@ def figure(diag: pd.DataFrame) -> None:
 
     from spatialedm import pl
 
-    tasks = list(dict.fromkeys(diag["task"]))
-    fig, axes = plt.subplots(len(tasks), 4, figsize=(16, 3.6 * len(tasks)), squeeze=False)
-    for row, task in zip(axes, tasks):
-        for variant, _style in (("residual-aligned", "-"), ("layout-plain", ":")):
-            g = diag[(diag["task"] == task) & (diag["variant"] == variant)]
-            if g.empty:
-                continue
-            mean = g.groupby("sigma_over_data", as_index=False).mean(numeric_only=True)
-            pl.sigma_diagnostics(mean, ax=row, label=variant, show=False)
-        row[0].set_title(f"{task}: scale_ratio")
-    fig.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=110)
+    paths = []
+    for task, g in diag[diag["variant"] == "residual-aligned"].groupby("task", sort=False):
+        mean = g.groupby("sigma_over_data", as_index=False).mean(numeric_only=True)
+        path = FIGURE.with_name(f"scale_collapse_{task}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pl.sigma_diagnostics(mean, title=f"{task}: shipped refiner (residual-aligned)", save=str(path))
+        plt.close("all")
+        paths.append(path)
+    return paths
 
 
 def main() -> None:
@@ -119,10 +116,8 @@ def main() -> None:
     if (HERE / "diagnose.csv").exists():
         diag = pd.read_csv(HERE / "diagnose.csv")
         parts += ["### Per-σ diagnostics (`model.diagnose(query)`)", "", diag_table(diag), ""]
-        try:
-            figure(diag)
-        except TypeError as err:  # pl.sigma_diagnostics without ax/label support
-            print(f"figure skipped: {err}")
+        for path in figure(diag):
+            parts += [f"![per-σ diagnostics]({Path('..') / path.relative_to(REPO / 'docs')})", ""]
     if (HERE / "probe.csv").exists():
         parts += [
             "### Open-loop sampling (`model.sampling_probe(query)`)",

@@ -388,6 +388,9 @@ def sigma_diagnostics(
         if f"{q}_ideal" in data:
             ax.plot(x, data[f"{q}_ideal"].to_numpy(dtype=float), ls="--", color="black", lw=1, label="ideal")
         ax.set_xscale("log")
+        if q == "scale_ratio":
+            # the noisy input grows like σ while the outputs shrink below 1: both read on a log axis
+            ax.set_yscale("log")
         ax.set_xlabel("σ / σ_data")
         ax.set_title(q)
         ax.legend(frameon=False, fontsize=7)
