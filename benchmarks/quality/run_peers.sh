@@ -14,7 +14,9 @@ OUT=benchmarks/quality/results_peers.csv
 SMALL="osmfish_halves osmfish_random embryo_slab embryo_random starmap_section"
 PY=${PY:-.venv-bench/bin/python}
 run() { "$PY" benchmarks/quality/run_core.py "$@" --methods $M --out $OUT --peer-kwargs "$PK"; }
-for step in "${@:-small0 merfish0 dlpfc0 small12 large12}"; do
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(small0 merfish0 dlpfc0 small12 large12)
+for step in "${steps[@]}"; do
   case $step in
     small0) run --tasks $SMALL --seeds 0 ;;
     merfish0) run --tasks merfish_section --seeds 0 ;;
