@@ -17,15 +17,15 @@ TINY_SETS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny():
-    """Tiny network settings."""
+    """Tiny network settings (shared: do not mutate; spread into a new dict to change one)."""
     return dict(TINY)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_sets():
-    """Tiny training-set settings."""
+    """Tiny training-set settings (shared: do not mutate)."""
     return dict(TINY_SETS)
 
 

@@ -11,16 +11,6 @@ from scipy import sparse
 
 import spatialedm as sem
 
-# the tiny settings of conftest.py, for the module-scoped held-out model
-TINY = {"n_hidden": 32, "n_latent": 16, "dim": 16, "n_inducing": 4, "n_heads": 2, "n_denoiser_blocks": 1}
-TINY_SETS = {
-    "n_sets_per_epoch": 8,
-    "sets_per_batch": 4,
-    "min_set_size": 16,
-    "max_set_size": 48,
-    "n_validation_sets": 4,
-}
-
 
 def _snapshot(adata):
     return (
@@ -145,7 +135,7 @@ def test_transfer_labels_errors(trained):
 
 
 @pytest.fixture(scope="module")
-def held_out():
+def held_out(tiny, tiny_sets):
     """A model trained on 70% of a synthetic tissue; the other 30% are the query (no coordinates)."""
     torch.manual_seed(0)
     np.random.seed(0)
@@ -158,11 +148,11 @@ def held_out():
     ref, query = adata[~is_query].copy(), adata[is_query].copy()
     del query.obsm["spatial"]
     sem.SpatialEDM.setup_anndata(ref, spatial_key="spatial")
-    model = sem.SpatialEDM(ref, **TINY)
+    model = sem.SpatialEDM(ref, **tiny)
     model.train(
         max_epochs=20,
         accelerator="cpu",
-        datasplitter_kwargs={**TINY_SETS, "n_sets_per_epoch": 16},
+        datasplitter_kwargs={**tiny_sets, "n_sets_per_epoch": 16},
         enable_progress_bar=False,
     )
     return model, ref, query
