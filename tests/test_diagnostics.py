@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,6 @@ def test_sampling_probe(trained):
 @pytest.mark.parametrize(
     "options",
     [
-        {"refiner_target": "layout"},
         {"refiner_loss": "plain"},
         {"refiner_target": "layout", "refiner_loss": "plain", "sigma_data_scale": 0.25},
     ],
@@ -101,6 +102,14 @@ def test_refiner_variants_train_and_sample(tissue, tiny, tiny_sets, options):
     assert np.isfinite(coords).all()
     df = model.diagnose(sigmas=[1.0], n_sets=1, seed=0)
     assert np.isfinite(df["scale_ratio_output"]).all()
+
+
+def test_layout_aligned_refiner_warns():
+    with pytest.warns(UserWarning, match="learns nothing"):
+        sem.ModelConfig(refiner_target="layout")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sem.ModelConfig(refiner_target="layout", refiner_loss="plain")
 
 
 def test_unknown_refiner_option():

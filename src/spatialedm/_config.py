@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, fields
 
 
@@ -81,6 +82,8 @@ class ModelConfig(_ConfigMixin):
     refiner_loss
         ``"aligned"``: random O(d) augmentation and Kabsch-aligned MSE (DESIGN.md decision 2);
         ``"plain"``: MSE against the target in its fixed orientation (the seed's score loss).
+        ``refiner_target="layout"`` with ``"aligned"`` warns: the study measured that this refiner
+        learns nothing beyond its skip connection (network output ~1% of its target at every noise level).
     sigma_data_scale
         Factor on the estimated ``sigma_data`` used by the EDM preconditioning and noise levels;
         ``1`` is the estimate itself. The study sets it to the dilution of the seed's 32-column Gram
@@ -122,6 +125,15 @@ class ModelConfig(_ConfigMixin):
             raise ValueError(f"refiner_loss must be 'aligned' or 'plain', got {self.refiner_loss!r}.")
         if not self.sigma_data_scale > 0:
             raise ValueError(f"sigma_data_scale must be positive, got {self.sigma_data_scale!r}.")
+        if self.refiner_target == "layout" and self.refiner_loss == "aligned":
+            # Kept only so the study can rerun it (docs/notes/scale-collapse.md, question 2).
+            warnings.warn(
+                "refiner_target='layout' with refiner_loss='aligned' trains a refiner that learns nothing "
+                "beyond its skip connection (docs/notes/scale-collapse.md); use refiner_loss='plain' "
+                "or refiner_target='residual'.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 @dataclass
