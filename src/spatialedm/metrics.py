@@ -84,6 +84,15 @@ def _subset(n: int, m: int, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
+def _subsample_pair(p: np.ndarray, t: np.ndarray, max_cells, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same random subset of at most ``max_cells`` rows of both layouts (all-pairs metrics are O(n^2))."""
+    max_cells = int(max_cells)
+    if max_cells < 3:
+        raise ValueError(f"`max_cells` must be at least 3, got {max_cells}.")
+    sub = _subset(p.shape[0], max_cells, seed)
+    return (p, t) if sub is None else (p[sub], t[sub])
+
+
 def _orthogonal_align(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, float]:
     """Best orthogonal map (rotation or reflection) of centred ``source`` onto centred ``target``.
 
@@ -244,12 +253,7 @@ def cellwise_spearman(pred, true, max_cells: int = 2000, seed: int = 0) -> float
     1.0
     """
     p, t = _prepare(pred, true)
-    max_cells = int(max_cells)
-    if max_cells < 3:
-        raise ValueError(f"`max_cells` must be at least 3, got {max_cells}.")
-    sub = _subset(p.shape[0], max_cells, seed)
-    if sub is not None:
-        p, t = p[sub], t[sub]
+    p, t = _subsample_pair(p, t, max_cells, seed)
     m = p.shape[0]
     if m < 3:
         # one "other" cell per centre: no ranking to correlate
@@ -408,12 +412,7 @@ def trustworthiness(pred, true, k: int = 10, max_cells: int = 5000, seed: int = 
     from sklearn.manifold import trustworthiness as _sk_trustworthiness
 
     p, t = _prepare(pred, true)
-    max_cells = int(max_cells)
-    if max_cells < 3:
-        raise ValueError(f"`max_cells` must be at least 3, got {max_cells}.")
-    sub = _subset(p.shape[0], max_cells, seed)
-    if sub is not None:
-        p, t = p[sub], t[sub]
+    p, t = _subsample_pair(p, t, max_cells, seed)
     m = p.shape[0]
     k = int(k)
     if not 1 <= k < m / 2:
