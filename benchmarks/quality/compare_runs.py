@@ -1,0 +1,83 @@
+"""Paired comparison of two spatialedm configurations run by ``run_core.py`` on the same tasks and seeds.
+
+Rows are matched on (task, seed, method), so the difference removes the seed-to-seed spread that both
+configurations share (the same split, and the same generator when only the refiner differs). Prints a
+markdown table of mean values and mean paired differences, and writes it into ``benchmarks/RESULTS.md``
+between ``<!-- compare:TAG:start -->`` and ``<!-- compare:TAG:end -->``.
+
+Example (the refiner-loss comparison in RESULTS.md)::
+
+    python benchmarks/quality/compare_runs.py --base benchmarks/quality/results_core.csv \
+        --other benchmarks/quality/results_plain.csv --tag plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[2]
+METRICS = ("cellwise_spearman", "patch_jaccard")
+logger = logging.getLogger("compare_runs")
+
+
+def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str) -> str:
+    """Markdown table: per task and spatialedm chain, base mean, other mean, mean paired difference ± std."""
+    keys = ["task", "seed", "method"]
+    base = base[base["method"].str.startswith("spatialedm")].drop_duplicates(keys, keep="last")
+    other = other[other["method"].str.startswith("spatialedm")].drop_duplicates(keys, keep="last")
+    m = base.merge(other, on=keys, suffixes=("_base", "_other"))
+    if m.empty:
+        raise ValueError("no (task, seed, method) rows in common between the two CSVs.")
+    header = "| task | chain | n seeds | " + " | ".join(
+        f"{k} default | {k} [{tag}] | difference" for k in METRICS
+    )
+    lines = [header + " |", "|---|---|---|" + "---|---|---|" * len(METRICS)]
+    for (task, method), g in m.groupby(["task", "method"], sort=False):
+        cells = []
+        for k in METRICS:
+            d = g[f"{k}_other"] - g[f"{k}_base"]
+            spread = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
+            cells.append(
+                f"{g[f'{k}_base'].mean():.3f} | {g[f'{k}_other'].mean():.3f} | {d.mean():+.3f}{spread}"
+            )
+        chain = method.removeprefix("spatialedm_")
+        lines.append(f"| {task} | {chain} | {len(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_block(md_path: Path, tag: str, block: str) -> None:
+    start, end = f"<!-- compare:{tag}:start -->", f"<!-- compare:{tag}:end -->"
+    text = md_path.read_text() if md_path.exists() else "# spatialedm benchmark results\n"
+    body = f"{start}\n\n{block}\n\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    md_path.write_text(text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", type=Path, required=True, help="CSV of the default configuration")
+    p.add_argument("--other", type=Path, required=True, help="CSV of the configuration compared")
+    p.add_argument("--tag", required=True, help="name of the compared configuration (as run_core.py --tag)")
+    p.add_argument("--results-md", type=Path, default=REPO / "benchmarks/RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="only print the table")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    table = paired_table(pd.read_csv(args.base), pd.read_csv(args.other), args.tag)
+    sys.stdout.write(table + "\n")
+    if not args.no_write:
+        command = " ".join(["python", "benchmarks/quality/compare_runs.py", *(argv or sys.argv[1:])])
+        write_block(args.results_md, args.tag, f"Command: `{command}`\n\n{table}")
+        logger.info("wrote the table to %s", args.results_md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
