@@ -51,14 +51,10 @@ def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str) -> str:
 
 
 def write_block(md_path: Path, tag: str, block: str) -> None:
+    from run_core import replace_block  # the sibling script; imports spatialedm, so only when writing
+
     start, end = f"<!-- compare:{tag}:start -->", f"<!-- compare:{tag}:end -->"
-    text = md_path.read_text() if md_path.exists() else "# spatialedm benchmark results\n"
-    body = f"{start}\n\n{block}\n\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + body + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    md_path.write_text(text)
+    replace_block(md_path, start, end, f"{start}\n\n{block}\n\n{end}")
 
 
 def main(argv=None) -> int:

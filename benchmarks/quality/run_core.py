@@ -363,19 +363,23 @@ def write_summary(csv_paths: Path | list[Path], md_path: Path, tasks: list[str] 
             END,
         ]
     )
-    if md_path.exists():
-        text = md_path.read_text()
+    replace_block(md_path, START, END, block, heading="## Core quality (held-out reconstruction)")
+    return table
+
+
+def replace_block(md_path: Path, start: str, end: str, block: str, heading: str | None = None) -> None:
+    """Put ``block`` (which begins with ``start`` and ends with ``end``) in place of the old one in ``md_path``.
+
+    Without the markers in the file the block is appended, under ``heading`` when given.
+    """
+    text = md_path.read_text() if md_path.exists() else "# spatialedm benchmark results\n"
+    if start in text and end in text:
+        pre, rest = text.split(start, 1)
+        text = pre + block + rest.split(end, 1)[1]
     else:
-        text = "# spatialedm benchmark results\n"
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        post = rest.split(END, 1)[1]
-        text = pre + block + post
-    else:
-        text = text.rstrip("\n") + "\n\n## Core quality (held-out reconstruction)\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(text)
-    return table
 
 
 def main(argv=None):

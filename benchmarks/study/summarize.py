@@ -21,7 +21,7 @@ REPO = HERE.parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 PAGE = REPO / "docs/notes/scale-collapse.md"
-FIGURE = REPO / "docs/_static/scale_collapse.png"
+STATIC = REPO / "docs/_static"
 START, END = "<!-- study-tables:start -->", "<!-- study-tables:end -->"
 SIGMAS_SHOWN = (0.1, 0.4, 1.0, 2.0, 4.0, 16.0)
 
@@ -96,7 +96,7 @@ def figure(diag: pd.DataFrame) -> list[Path]:
     paths = []
     for task, g in diag[diag["variant"] == "residual-aligned"].groupby("task", sort=False):
         mean = g.groupby("sigma_over_data", as_index=False).mean(numeric_only=True)
-        path = FIGURE.with_name(f"scale_collapse_{task}.png")
+        path = STATIC / f"scale_collapse_{task}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         pl.sigma_diagnostics(mean, title=f"{task}: shipped refiner (residual-aligned)", save=str(path))
         plt.close("all")
