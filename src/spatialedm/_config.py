@@ -82,8 +82,9 @@ class ModelConfig(_ConfigMixin):
     refiner_loss
         ``"aligned"``: random O(d) augmentation and Kabsch-aligned MSE (DESIGN.md decision 2);
         ``"plain"``: MSE against the target in its fixed orientation (the seed's score loss).
-        ``refiner_target="layout"`` with ``"aligned"`` warns: the study measured that this refiner
-        learns nothing beyond its skip connection (network output ~1% of its target at every noise level).
+        ``refiner_target="layout"`` with ``"aligned"`` warns: in the study this refiner learned nothing
+        beyond its skip connection on osmFISH (network output about 2% of its target at every noise level)
+        and was unstable on the embryo.
     sigma_data_scale
         Factor on the estimated ``sigma_data`` used by the EDM preconditioning and noise levels;
         ``1`` is the estimate itself. The study sets it to the dilution of the seed's 32-column Gram
@@ -129,8 +130,8 @@ class ModelConfig(_ConfigMixin):
             # Kept only so the study can rerun it (docs/notes/scale-collapse.md, question 2).
             warnings.warn(
                 "refiner_target='layout' with refiner_loss='aligned' trains a refiner that learns nothing "
-                "beyond its skip connection (docs/notes/scale-collapse.md); use refiner_loss='plain' "
-                "or refiner_target='residual'.",
+                "beyond its skip connection or is unstable (docs/notes/scale-collapse.md); use "
+                "refiner_loss='plain' or refiner_target='residual'.",
                 UserWarning,
                 stacklevel=3,
             )
