@@ -89,8 +89,8 @@ def test_sampling_probe(trained):
 @pytest.mark.parametrize(
     "options",
     [
-        {"refiner_loss": "plain"},
-        {"refiner_target": "layout", "refiner_loss": "plain", "sigma_data_scale": 0.25},
+        {"refiner_loss": "aligned"},
+        {"refiner_target": "layout", "sigma_data_scale": 0.25},
     ],
 )
 def test_refiner_variants_train_and_sample(tissue, tiny, tiny_sets, options):
@@ -106,10 +106,10 @@ def test_refiner_variants_train_and_sample(tissue, tiny, tiny_sets, options):
 
 def test_layout_aligned_refiner_warns():
     with pytest.warns(UserWarning, match="learns nothing"):
-        sem.ModelConfig(refiner_target="layout")
+        sem.ModelConfig(refiner_target="layout", refiner_loss="aligned")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        sem.ModelConfig(refiner_target="layout", refiner_loss="plain")
+        sem.ModelConfig(refiner_target="layout")
 
 
 def test_unknown_refiner_option():

@@ -8,7 +8,7 @@ between ``<!-- compare:TAG:start -->`` and ``<!-- compare:TAG:end -->``.
 Example (the refiner-loss comparison in RESULTS.md)::
 
     python benchmarks/quality/compare_runs.py --base benchmarks/quality/results_core.csv \
-        --other benchmarks/quality/results_plain.csv --tag plain
+        --other benchmarks/quality/results_aligned.csv --tag aligned
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Scale-collapse study (issue 4): refiner variants, per-σ diagnostics and open-loop sampling.
 
-For each held-out task and seed, one model is trained with the shipped defaults. Its encoder, context
+For each held-out task and seed, one model is trained with the defaults except
+``refiner_loss="aligned"`` (the default when the study was run). Its encoder, context
 encoder and generator are then shared by every refiner variant, each trained for the same number of
 refiner epochs as the default (``stage_fractions=(0, 0, 1)``), so the variants differ only in the
 refiner:
 
-residual-aligned   shipped default: residual around the generator, O(d) augmentation + aligned MSE
-residual-plain     residual, MSE against the fixed-orientation target, no augmentation
+residual-aligned   residual around the generator, O(d) augmentation + aligned MSE (DESIGN.md decision 2)
+residual-plain     residual, MSE against the fixed-orientation target, no augmentation (the default
+                   since this study)
 layout-aligned     SDEdit-style: the whole layout is diffused (generator output re-noised), aligned loss
 layout-plain       SDEdit-style with the plain MSE: the seed's refiner
 residual-gram-sigma  residual-aligned with sigma_data diluted as the seed's 32-column Gram targets dilute
@@ -46,11 +48,14 @@ from spatialedm.tasks import load_task  # noqa: E402
 HERE = Path(__file__).resolve().parent
 LAYOUT_CSV, DIAG_CSV, PROBE_CSV = HERE / "layouts.csv", HERE / "diagnose.csv", HERE / "probe.csv"
 VARIANTS = {
-    "residual-aligned": {},
+    "residual-aligned": {"refiner_loss": "aligned"},
     "residual-plain": {"refiner_loss": "plain"},
-    "layout-aligned": {"refiner_target": "layout"},
+    "layout-aligned": {"refiner_target": "layout", "refiner_loss": "aligned"},
     "layout-plain": {"refiner_target": "layout", "refiner_loss": "plain"},
-    "residual-gram-sigma": {"sigma_data_scale": None},  # filled with the measured dilution
+    "residual-gram-sigma": {
+        "refiner_loss": "aligned",
+        "sigma_data_scale": None,
+    },  # filled with the measured dilution
 }
 
 
@@ -143,7 +148,7 @@ def run(task: str, seed: int, epochs: int, variants: list[str]) -> None:
     torch.manual_seed(seed)
     SpatialEDM.setup_anndata(reference, layer=info["layer"], spatial_key=key, batch_key=info["batch_key"])
     t0 = time.perf_counter()
-    base = SpatialEDM(reference)
+    base = SpatialEDM(reference, **VARIANTS["residual-aligned"])
     base.train(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False)
     extra = {"train_seconds": round(time.perf_counter() - t0, 1), "gram_dilution": round(dilution, 4)}
     if "residual-aligned" in variants:
