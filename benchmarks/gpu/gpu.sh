@@ -6,7 +6,7 @@
 #     .venv/bin/python benchmarks/gpu/fetch_wheels.py          # writes .whl/ (git-ignored)
 # then run this script there with .whl carried, e.g. with the device tool:
 #     run(command="bash benchmarks/gpu/gpu.sh", carry=[".whl"], timeout_s=540)
-# Rows go to benchmarks/gpu/results_gpu.csv and, when $OUT is set (the device tool), to $OUT as well.
+# Rows go to $OUT/results_gpu.csv when $OUT is set (the device tool), else benchmarks/gpu/results_gpu.csv.
 # Without .whl/ (a GPU machine with network) it builds .venv-gpu with pip instead.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,5 @@ else
 fi
 # Fails in seconds if the image's packages do not fit the carried ones.
 $PY -c "import torch, lightning, scvi, spatialedm; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'lightning', lightning.__version__, 'scvi', scvi.__version__, 'spatialedm', spatialedm.__version__)"
-status=0
-$PY benchmarks/gpu/run_gpu.py --train-epochs 5 --infer 100000 1000000 || status=$?
-if [ -n "${OUT:-}" ] && [ -f benchmarks/gpu/results_gpu.csv ]; then cp benchmarks/gpu/results_gpu.csv "$OUT/"; fi
-exit $status
+# Rows are written as they are measured, into $OUT when set, so a run stopped at its limit keeps them.
+$PY benchmarks/gpu/run_gpu.py --train-epochs 5 --infer 100000 1000000 --csv "${OUT:-benchmarks/gpu}/results_gpu.csv"

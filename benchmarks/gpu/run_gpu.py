@@ -32,14 +32,14 @@ CSV = HERE / "results_gpu.csv"
 N_GENES = 50
 
 
-def record(row: dict) -> None:
+def record(row: dict, path: Path = CSV) -> None:
     row = {
         "device": torch.cuda.get_device_name(0),
         "timestamp": dt.datetime.now().isoformat(timespec="seconds"),
         **row,
     }
-    new = not CSV.exists()
-    with CSV.open("a", newline="") as fh:
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(row))
         if new:
             w.writeheader()
@@ -57,6 +57,7 @@ def main(argv=None) -> None:
     p.add_argument("--train-epochs", type=int, default=5)
     p.add_argument("--infer", nargs="+", type=int, default=[100_000, 1_000_000])
     p.add_argument("--precisions", nargs="+", default=["32", "bf16-mixed"])
+    p.add_argument("--csv", type=Path, default=CSV, help="rows are appended here as each one is measured")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("No CUDA device: this benchmark needs a GPU.")
@@ -96,7 +97,8 @@ def main(argv=None) -> None:
                 "sets_per_s": round(sets * args.train_epochs / seconds, 1),
                 "cells_per_s": "",
                 "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20),
-            }
+            },
+            args.csv,
         )
         model.module.cuda()
         autocast = (
@@ -124,7 +126,8 @@ def main(argv=None) -> None:
                     "sets_per_s": "",
                     "cells_per_s": round(n / seconds),
                     "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20),
-                }
+                },
+                args.csv,
             )
 
 
