@@ -5,7 +5,8 @@
 # Tangram 300 epochs, <= 1500 spots per section, top 200 genes; novoSpaRc query chunks of <= 1000 cells
 # onto <= 1000 locations; CeLEry 200 epochs, batch 32.
 # Usage: bash benchmarks/quality/run_peers.sh [STEP...]  (steps: small0 merfish0 dlpfc0 small12 large12;
-# small1 and small2 split small12 into two processes that can run side by side)
+# small1 and small2 split small12, merfish12 and dlpfc12 split large12, into processes that can run side
+# by side)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
@@ -26,6 +27,8 @@ for step in "${steps[@]}"; do
     small1) run --tasks $SMALL --seeds 1 ;;
     small2) run --tasks $SMALL --seeds 2 ;;
     large12) run --tasks merfish_section dlpfc_section --seeds 1 2 ;;
+    merfish12) run --tasks merfish_section --seeds 1 2 ;;
+    dlpfc12) run --tasks dlpfc_section --seeds 1 2 ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
