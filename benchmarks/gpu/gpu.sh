@@ -2,7 +2,7 @@
 # One prepared GPU check (issue 3): training sets/s, inference cells/s, peak GPU memory, fp32 and bf16.
 #
 # The lent GPU machines have no network: their image has CUDA PyTorch, Lightning, NumPy, SciPy, ... but not
-# anndata, scanpy or scvi-tools. Prepare the missing wheels here first (6-14 MB, see fetch_wheels.py):
+# anndata, scanpy or scvi-tools. Prepare the missing wheels here first (about 13 MB, see fetch_wheels.py):
 #     .venv/bin/python benchmarks/gpu/fetch_wheels.py          # writes .whl/ (git-ignored)
 # then run this script there with .whl carried, e.g. with the device tool:
 #     run(command="bash benchmarks/gpu/gpu.sh", carry=[".whl"], timeout_s=540)

@@ -1,7 +1,8 @@
 """GPU benchmark: training throughput, inference throughput and peak GPU memory, fp32 vs bf16.
 
 Prepared for a single CUDA device; run with ``bash benchmarks/gpu/gpu.sh`` (it prints the device and
-appends rows to ``benchmarks/gpu/results_gpu.csv``). Measurements, each in fp32 and in bf16 mixed
+appends rows to ``--csv``: ``$OUT/results_gpu.csv`` on the lent machines, else
+``benchmarks/gpu/results_gpu.csv``). Measurements, each in fp32 and in bf16 mixed
 precision:
 
 - training: sets per second over ``--train-epochs`` epochs of 256 sets (512-cell sets at most) on a
