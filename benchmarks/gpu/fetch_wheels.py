@@ -42,7 +42,8 @@ logger = logging.getLogger("fetch_wheels")
 
 
 def image_packages(path: Path) -> set[str]:
-    return {canonicalize_name(w) for w in path.read_text().split() if not w.startswith("#")}
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return {canonicalize_name(name) for name in lines if name}
 
 
 def project_requirements() -> list[Requirement]:
