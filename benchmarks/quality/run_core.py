@@ -167,16 +167,17 @@ def score(pred, truth, seed) -> dict:
     return {k: float(v) for k, v in evaluate(pred, truth, k=10, seed=seed).items()}
 
 
-def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs):
-    """Yield (method, prediction, seconds, train_seconds); yields nothing if the model is unavailable."""
-    try:
-        import scvi
-        import torch
+def fit_spatialedm(ref, info, seed, model_kwargs=None, train_kwargs=None):
+    """Train ``SpatialEDM`` on a copy of ``ref`` as every benchmark row does; ``(model, train_seconds)``.
 
-        from spatialedm import SpatialEDM
-    except Exception as err:  # noqa: BLE001 - any import failure means "skip this method"
-        print(f"  ! spatialedm is not importable ({type(err).__name__}: {err}); skipping it", flush=True)
-        return
+    Seeds scvi-tools, torch and NumPy with ``seed`` first, so the same call gives the same model (training
+    is deterministic on the CPU); the study scripts use it to reproduce the core rows.
+    """
+    import scvi
+    import torch
+
+    from spatialedm import SpatialEDM
+
     scvi.settings.seed = seed
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -184,11 +185,23 @@ def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs):
     SpatialEDM.setup_anndata(
         ref, layer=info["layer"], spatial_key=info["spatial_key"], batch_key=info["batch_key"]
     )
-    model = SpatialEDM(ref, **model_kwargs)
-    kwargs = {"accelerator": "cpu", **train_kwargs}
+    model = SpatialEDM(ref, **(model_kwargs or {}))
     t0 = time.perf_counter()
-    model.train(**kwargs)
-    train_seconds = time.perf_counter() - t0
+    model.train(**{"accelerator": "cpu", **(train_kwargs or {})})
+    return model, time.perf_counter() - t0
+
+
+def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs):
+    """Yield (method, prediction, seconds, train_seconds); yields nothing if the model is unavailable."""
+    try:  # the model's stack is optional for this script: check it before training
+        import scvi  # noqa: F401
+        import torch  # noqa: F401
+
+        from spatialedm import SpatialEDM  # noqa: F401
+    except Exception as err:  # noqa: BLE001 - any import failure means "skip this method"
+        print(f"  ! spatialedm is not importable ({type(err).__name__}: {err}); skipping it", flush=True)
+        return
+    model, train_seconds = fit_spatialedm(ref, info, seed, model_kwargs, train_kwargs)
     for method, refine in (("spatialedm_generator", False), ("spatialedm_refined", True)):
         t0 = time.perf_counter()
         pred = model.get_latent_coordinates(query, refine=refine, seed=seed, key_added=None)

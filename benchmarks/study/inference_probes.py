@@ -1,7 +1,7 @@
 """Inference-time probes on one trained model: stitching, and smoothing by expression neighbours.
 
-For one task and seed this trains the default model (as ``benchmarks/quality/run_core.py`` does, so the
-untouched layout reproduces its row) and scores variants of the inference on the held-out cells
+For one task and seed this trains the default model with ``run_core.fit_spatialedm`` (so the untouched
+layout reproduces the core benchmark's row) and scores variants of the inference on the held-out cells
 (cellwise_spearman, patch_jaccard@10), one printed line each.
 
 ``--probe stitching`` (does stitching cost accuracy, would averaging several stitchings help?): a query
@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "src") not in sys.path:
-    sys.path.insert(0, str(REPO / "src"))
+for _path in (REPO / "src", REPO / "benchmarks" / "quality"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from run_core import fit_spatialedm  # noqa: E402  (benchmarks/quality: the core rows' training)
 
 from spatialedm.geometry import generalised_procrustes, unit_rms  # noqa: E402
 from spatialedm.metrics import evaluate  # noqa: E402
@@ -41,11 +43,6 @@ from spatialedm.tasks import load_task  # noqa: E402
 
 
 def main(argv=None) -> None:
-    import scvi
-    import torch
-
-    from spatialedm import SpatialEDM
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task")
     p.add_argument("seed", type=int)
@@ -57,15 +54,8 @@ def main(argv=None) -> None:
     truth = np.asarray(query.obsm[key], dtype=np.float64)
     query = query.copy()
     del query.obsm[key]
-    scvi.settings.seed = seed
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    ref = ref.copy()
-    SpatialEDM.setup_anndata(ref, layer=info["layer"], spatial_key=key, batch_key=info["batch_key"])
-    model = SpatialEDM(ref)
-    t0 = time.perf_counter()
-    model.train(accelerator="cpu", enable_progress_bar=False)
-    print(f"{task} seed {seed}: {query.n_obs} query cells, trained in {time.perf_counter() - t0:.0f} s")
+    model, train_seconds = fit_spatialedm(ref, info, seed, train_kwargs={"enable_progress_bar": False})
+    print(f"{task} seed {seed}: {query.n_obs} query cells, trained in {train_seconds:.0f} s")
 
     def score(layout):
         m = evaluate(layout, truth, k=10, seed=seed)
