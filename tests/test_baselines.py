@@ -4,12 +4,12 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from benchmarks.tasks import split_section
 
 import spatialedm.baselines as bl
 from spatialedm.baselines import expression_pca, knn_regression, random_layout
 from spatialedm.datasets import synthetic_tissue
 from spatialedm.metrics import cellwise_spearman, distance_spearman
-from spatialedm.tasks import split_section
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +81,11 @@ def test_no_shared_genes_raises(two_sections):
     ref, query = two_sections
     other = query.copy()
     other.var_names = [f"other_{i}" for i in range(other.n_vars)]
-    with pytest.raises(ValueError, match="share 0 gene"):
+    with pytest.raises(ValueError, match="shares 0 of the model"):
         knn_regression(ref, other)
     one = query.copy()
     one.var_names = [ref.var_names[0]] + [f"other_{i}" for i in range(one.n_vars - 1)]
-    with pytest.raises(ValueError, match="share 1 gene"):
+    with pytest.raises(ValueError, match="shares 1 of the model"):
         knn_regression(ref, one)
 
 

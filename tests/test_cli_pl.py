@@ -47,7 +47,7 @@ def test_help_lists_subcommands(capsys):
             "predict",
             ["MODEL", "QUERY", "--n-samples", "spatialedm predict model/ query.h5ad", "spatial_scatter"],
         ),
-        ("demo", ["--task", "--max-epochs", "spatialedm demo -o demo_out"]),
+        ("demo", ["--dataset", "--max-epochs", "spatialedm demo -o demo_out"]),
     ],
 )
 def test_subcommand_help_has_description_and_examples(capsys, command, expected):

@@ -16,7 +16,15 @@ def _dense(x):
 
 def test_public_names():
     assert sorted(D.__all__) == sorted(
-        ["drosophila_embryo", "drosophila_scrna", "osmfish_cortex", "osmfish_scrna", "synthetic_tissue"]
+        [
+            "drosophila_embryo",
+            "drosophila_scrna",
+            "osmfish_cortex",
+            "osmfish_scrna",
+            "split_by_mask",
+            "split_halves",
+            "synthetic_tissue",
+        ]
     )
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,6 +18,11 @@ INVARIANT = [
     "distance_spearman",
     "trustworthiness",
     "procrustes_disparity",
+    "sliced_wasserstein",
+    "nn_distance_ratio",
+    "nn_cv_excess",
+    "coverage_recall",
+    "coverage_precision",
 ]
 
 
@@ -47,11 +54,20 @@ def test_perfect_prediction():
         "trustworthiness",
         "procrustes_disparity",
         "scale_ratio",
+        "sliced_wasserstein",
+        "nn_distance_ratio",
+        "nn_cv_excess",
+        "coverage_recall",
+        "coverage_precision",
     ]
     for key in ("cellwise_spearman", "patch_jaccard", "knn_jaccard", "distance_spearman", "trustworthiness"):
         assert out[key] == pytest.approx(1.0), key
     assert out["procrustes_disparity"] == pytest.approx(0.0, abs=1e-12)
     assert out["scale_ratio"] == pytest.approx(1.0)
+    assert out["sliced_wasserstein"] == pytest.approx(0.0, abs=1e-12)
+    assert out["nn_distance_ratio"] == pytest.approx(1.0)
+    assert out["nn_cv_excess"] == pytest.approx(0.0, abs=1e-12)
+    assert out["coverage_recall"] == out["coverage_precision"] == 1.0
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -202,3 +218,257 @@ def test_validation_k_and_degenerate_true():
     # evaluate lowers k for small sets instead of failing
     out = M.evaluate(x, x, k=10)
     assert out["knn_jaccard"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# shape (realism) metrics
+
+
+def _annulus(n: int, rng: np.random.Generator, inner: float = 0.5) -> np.ndarray:
+    """Uniform points in the ring inner <= r <= 1: a non-convex tissue with a hole."""
+    r = np.sqrt(rng.uniform(inner**2, 1.0, n))
+    theta = rng.uniform(0.0, 2 * np.pi, n)
+    return np.c_[r * np.cos(theta), r * np.sin(theta)]
+
+
+def _shape_scores(pred, true) -> dict[str, float]:
+    return {
+        "sliced_wasserstein": M.sliced_wasserstein(pred, true),
+        "nn_distance_ratio": M.nn_distance_ratio(pred, true),
+        "nn_cv_excess": M.nn_cv_excess(pred, true),
+        **M.coverage(pred, true),
+    }
+
+
+def test_shape_metrics_identity():
+    true = _annulus(500, np.random.default_rng(20))
+    out = _shape_scores(true, true)
+    assert out["sliced_wasserstein"] == pytest.approx(0.0, abs=1e-12)
+    assert out["nn_distance_ratio"] == pytest.approx(1.0, rel=1e-12)
+    assert out["nn_cv_excess"] == pytest.approx(0.0, abs=1e-12)
+    assert out["coverage_recall"] == out["coverage_precision"] == 1.0
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_shape_metrics_invariance(d):
+    rng = np.random.default_rng(21 + d)
+    true = rng.uniform(size=(400, d)) * np.arange(1, d + 1)
+    pred = true + rng.normal(scale=0.1, size=true.shape)
+    base = _shape_scores(pred, true)
+    # a noisy layout is neither perfect nor degenerate, so the comparison below has content
+    assert 0.005 < base["sliced_wasserstein"] < 0.2
+    assert base["coverage_recall"] < 1.0
+    for moved in (
+        _similarity(pred, rng, scale=0.02),
+        _similarity(pred, rng, scale=40.0),
+        pred * np.array([-1.0] + [1.0] * (d - 1)) + 7.0,
+    ):
+        out = _shape_scores(moved, true)
+        for key, value in base.items():
+            assert out[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_sliced_wasserstein_hand_computed():
+    # in 1-D every direction is ±1, so the sliced distance is the RMS gap between sorted normalised values
+    true = np.array([[-1.0], [0.0], [1.0], [4.0]])
+    pred = np.array([[0.0], [1.0], [1.5], [2.0]])
+
+    def norm(x):
+        x = x[:, 0] - x[:, 0].mean()
+        return x / np.sqrt(np.mean(x**2))
+
+    expected = np.sqrt(np.mean((np.sort(norm(pred)) - np.sort(norm(true))) ** 2))
+    assert expected > 0.1
+    assert M.sliced_wasserstein(pred, true, n_directions=7) == pytest.approx(expected, rel=1e-12)
+    # a reflected prediction is flipped back by the alignment
+    assert M.sliced_wasserstein(-pred, true, n_directions=7) == pytest.approx(expected, rel=1e-12)
+
+
+def test_sliced_wasserstein_chunks_and_seed(monkeypatch):
+    rng = np.random.default_rng(25)
+    true = _annulus(500, rng)
+    pred = true + rng.normal(scale=0.1, size=true.shape)
+    a = M.sliced_wasserstein(pred, true, n_directions=64, seed=3)
+    assert a == M.sliced_wasserstein(pred, true, n_directions=64, seed=3)
+    assert a != M.sliced_wasserstein(pred, true, n_directions=64, seed=4)
+    assert a == pytest.approx(M.sliced_wasserstein(pred, true, n_directions=64, seed=4), rel=0.2)
+    # 3 directions per chunk (with a ragged last chunk) give the same value as one chunk
+    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 3 * 500)
+    assert M.sliced_wasserstein(pred, true, n_directions=64, seed=3) == pytest.approx(a, rel=1e-12)
+
+
+def test_collapsed_prediction():
+    true = np.random.default_rng(26).uniform(size=(400, 2))
+    point = np.full_like(true, 3.0)
+    # all mass at the centre: the projected second moment of a unit-RMS cloud averages 1/d over directions
+    assert M.sliced_wasserstein(point, true) == pytest.approx(np.sqrt(0.5), abs=0.03)
+    assert M.nn_distance_ratio(point, true) == 0.0
+    assert np.isnan(M.nn_cv_excess(point, true))
+    cov = M.coverage(point, true)
+    assert cov["coverage_precision"] == 1.0  # the centre lies on the tissue ...
+    assert cov["coverage_recall"] < 0.05  # ... but covers almost none of it
+
+
+def test_shrunk_layout_scores_worse():
+    rng = np.random.default_rng(27)
+    true = rng.uniform(size=(600, 2))
+    good = true + rng.normal(scale=0.01, size=true.shape)
+    # half the cells pulled towards the centre, and a few thrown outwards: a blob with stray cells
+    centre = true.mean(axis=0)
+    shrunk = true.copy()
+    half = rng.choice(600, size=300, replace=False)
+    shrunk[half] = centre + 0.3 * (true[half] - centre)
+    shrunk[:10] = centre + 3.0 * (true[:10] - centre)
+    # a uniform similarity shrinkage is no change of shape at all
+    assert M.sliced_wasserstein(0.5 * true + 0.5 * centre, true) == pytest.approx(0.0, abs=1e-12)
+    s_good, s_shrunk = _shape_scores(good, true), _shape_scores(shrunk, true)
+    floor = M.sliced_wasserstein(M.uniform_fill(true, seed=1), true)
+    assert s_good["sliced_wasserstein"] < floor < s_shrunk["sliced_wasserstein"]
+    assert s_shrunk["nn_distance_ratio"] < 0.9
+    assert s_good["nn_distance_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert s_shrunk["nn_cv_excess"] > 0.5
+    assert abs(s_good["nn_cv_excess"]) < 0.1
+    assert s_shrunk["coverage_recall"] < 0.8
+    assert s_shrunk["coverage_precision"] < 0.9
+    assert s_good["coverage_recall"] == s_good["coverage_precision"] == 1.0
+
+
+def test_uniform_fill_on_annulus():
+    rng = np.random.default_rng(28)
+    true = _annulus(600, rng)
+    fill = M.uniform_fill(true, seed=3)
+    assert fill.shape == true.shape
+    assert (fill >= true.min(axis=0)).all() and (fill <= true.max(axis=0)).all()
+    np.testing.assert_array_equal(fill, M.uniform_fill(true, seed=3))
+    # the fill spreads over the whole box: the hole is filled in
+    assert (np.linalg.norm(fill, axis=1) < 0.4).mean() > 0.1
+    noisy = true + rng.normal(scale=0.01, size=true.shape)
+    assert M.sliced_wasserstein(noisy, true) < 0.03 < 0.05 < M.sliced_wasserstein(fill, true)
+    c_noisy, c_fill = M.coverage(noisy, true), M.coverage(fill, true)
+    assert c_noisy["coverage_precision"] == 1.0
+    assert c_fill["coverage_precision"] < 0.75
+
+
+def test_uniform_fill_stays_in_frame():
+    # rows are paired with the truth along a Morton curve, so the Procrustes fit keeps an elongated
+    # fill lengthwise; with arbitrary rows it would turn it and score several times worse
+    rng = np.random.default_rng(29)
+    true = rng.uniform(size=(2000, 2)) * [3.0, 1.0]
+    fill = M.uniform_fill(true, seed=4)
+    assert M.sliced_wasserstein(fill, true) < 0.04
+    shuffled = fill[rng.permutation(2000)]
+    assert M.sliced_wasserstein(shuffled, true) > 0.1
+    # same point set as the plain uniform draws, only reordered
+    plain = np.random.default_rng(4).uniform(true.min(axis=0), true.max(axis=0), size=true.shape)
+    np.testing.assert_array_equal(np.sort(fill, axis=0), np.sort(plain, axis=0))
+
+
+def test_coverage_precision_drops_with_stray_points():
+    rng = np.random.default_rng(30)
+    true = rng.uniform(size=(500, 2))
+    pred = true + rng.normal(scale=0.01, size=true.shape)
+    assert M.coverage(pred, true) == {"coverage_recall": 1.0, "coverage_precision": 1.0}
+    stray = pred.copy()
+    stray[:25] += 10.0  # 5 % of the cells far off the tissue
+    assert M.coverage(stray, true)["coverage_precision"] <= 0.95
+    # a larger radius forgives more, never less
+    wide = M.coverage(stray, true, factor=50.0)
+    assert wide["coverage_recall"] >= M.coverage(stray, true)["coverage_recall"]
+    assert M.coverage(stray, true, factor=1e4) == {"coverage_recall": 1.0, "coverage_precision": 1.0}
+
+
+def test_nn_metrics_with_duplicates():
+    rng = np.random.default_rng(31)
+    true = rng.uniform(size=(300, 2))
+    # every cell stacked on another one: a genuine zero spacing, not a failure
+    stacked = np.vstack([true[:150], true[:150]])
+    assert M.nn_distance_ratio(stacked, true) == 0.0
+    # a few duplicates in the truth keep the median, and the score, well defined
+    dup = np.vstack([true[:290], true[:10]])
+    assert M.nn_distance_ratio(dup, dup) == pytest.approx(1.0)
+    assert M.nn_cv_excess(dup, dup) == pytest.approx(0.0, abs=1e-12)
+    # a truth mostly made of duplicates has no spacing to compare with
+    assert np.isnan(M.nn_distance_ratio(true, np.vstack([true[:100]] * 3)))
+
+
+def test_shape_metrics_validation():
+    x = np.random.default_rng(32).normal(size=(20, 2))
+    for f in (M.sliced_wasserstein, M.nn_distance_ratio, M.nn_cv_excess, M.coverage):
+        with pytest.raises(ValueError, match="zero spread"):
+            f(x, np.ones((20, 2)))
+        with pytest.raises(ValueError, match="same number of rows"):
+            f(x, x[:10])
+    with pytest.raises(ValueError, match="n_directions"):
+        M.sliced_wasserstein(x, x, n_directions=0)
+    with pytest.raises(ValueError, match="factor"):
+        M.coverage(x, x, factor=0.0)
+    with pytest.raises(ValueError, match="true.*2-D"):
+        M.uniform_fill(np.zeros(5))
+
+
+@pytest.fixture
+def labelled():
+    rng = np.random.default_rng(40)
+    true = rng.uniform(size=(300, 2)) * [3.0, 2.0]
+    # six spatial domains in a 3 × 2 grid of blocks
+    labels = (np.floor(true[:, 0]) + 3 * np.floor(true[:, 1])).astype(int)
+    return true, labels
+
+
+def test_nhood_enrichment_agreement(labelled):
+    pytest.importorskip("squidpy")
+    true, labels = labelled
+    labels_copy, true_copy = labels.copy(), true.copy()
+    moved = 2.0 * true[:, ::-1] + 1.0
+    assert M.nhood_enrichment_agreement(moved, true, labels, n_perms=20) == pytest.approx(1.0)
+    as_list = labels.astype(str).tolist()
+    assert M.nhood_enrichment_agreement(true, true, as_list, n_perms=20) == pytest.approx(1.0)
+    rng = np.random.default_rng(41)
+    noisy = true + rng.normal(scale=0.1, size=true.shape)
+    assert M.nhood_enrichment_agreement(noisy, true, labels, n_perms=20) > 0.9
+    rand = [
+        M.nhood_enrichment_agreement(rng.uniform(size=true.shape), true, labels, n_perms=20) for _ in range(5)
+    ]
+    assert np.mean(rand) < 0.4
+    # caller data untouched
+    np.testing.assert_array_equal(labels, labels_copy)
+    np.testing.assert_array_equal(true, true_copy)
+
+
+def test_nhood_enrichment_agreement_validation(labelled, monkeypatch):
+    pytest.importorskip("squidpy")
+    true, labels = labelled
+    with pytest.raises(ValueError, match="at least 2 categories"):
+        M.nhood_enrichment_agreement(true, true, np.zeros(300))
+    with pytest.raises(ValueError, match="one entry per cell"):
+        M.nhood_enrichment_agreement(true, true, labels[:-1])
+    with pytest.raises(ValueError, match="missing"):
+        M.nhood_enrichment_agreement(true, true, np.where(labels == 0, None, labels.astype(str)))
+    with pytest.raises(ValueError, match="n_neighs"):
+        M.nhood_enrichment_agreement(true, true, labels, n_neighs=300)
+    monkeypatch.setitem(sys.modules, "squidpy", None)  # makes `import squidpy` fail
+    with pytest.raises(ImportError, match=r"pip install spatialedm\[plot\]"):
+        M.nhood_enrichment_agreement(true, true, labels)
+
+
+def test_evaluate_shape_keys(labelled):
+    pytest.importorskip("squidpy")
+    true, labels = labelled
+    rng = np.random.default_rng(42)
+    pred = true + rng.normal(scale=0.2, size=true.shape)
+    out = M.evaluate(pred, true, k=8, seed=5)
+    assert "nhood_enrichment_agreement" not in out
+    assert out["sliced_wasserstein"] == pytest.approx(M.sliced_wasserstein(pred, true, seed=5), rel=1e-12)
+    assert out["nn_distance_ratio"] == pytest.approx(M.nn_distance_ratio(pred, true), rel=1e-12)
+    assert out["nn_cv_excess"] == pytest.approx(M.nn_cv_excess(pred, true), abs=1e-12)
+    cov = M.coverage(pred, true)
+    assert (out["coverage_recall"], out["coverage_precision"]) == pytest.approx(
+        (cov["coverage_recall"], cov["coverage_precision"])
+    )
+    assert out["coverage_recall"] < 1.0
+    with_labels = M.evaluate(pred, true, k=8, seed=5, labels=labels)
+    assert list(with_labels) == [*out, "nhood_enrichment_agreement"]
+    assert with_labels["nhood_enrichment_agreement"] == pytest.approx(
+        M.nhood_enrichment_agreement(pred, true, labels, n_neighs=8, seed=5)
+    )
+    assert 0.5 < with_labels["nhood_enrichment_agreement"] < 1.0

@@ -71,11 +71,26 @@ def test_key_added_none_writes_nothing(trained, tissue):
 
 
 def test_fixed_seed_is_deterministic_and_seeds_differ(trained, tissue):
-    a = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
-    b = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
-    c = trained.get_latent_coordinates(tissue, seed=4, key_added=None, batch_size=100)
+    # 300 cells in sets of 100: the seed draws the subsets, so it changes the layout
+    a = trained.get_latent_coordinates(tissue, seed=3, key_added=None, set_size=100)
+    b = trained.get_latent_coordinates(tissue, seed=3, key_added=None, set_size=100)
+    c = trained.get_latent_coordinates(tissue, seed=4, key_added=None, set_size=100)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_set_size_changes_the_sets(trained, tissue):
+    one = trained.get_latent_coordinates(tissue, seed=3, key_added=None, set_size=300)
+    stitched = trained.get_latent_coordinates(tissue, seed=3, key_added=None, set_size=100)
+    assert not np.allclose(one, stitched)
+
+
+def test_copy_returns_a_new_anndata(trained, tissue):
+    query = tissue.copy()
+    out = trained.get_latent_coordinates(query, seed=0, copy=True)
+    assert out is not query and "X_spatialedm" in out.obsm and "X_spatialedm" not in query.obsm
+    with pytest.raises(ValueError, match="copy=True needs a key_added"):
+        trained.get_latent_coordinates(query, key_added=None, copy=True)
 
 
 def test_uncertainty_with_several_samples(trained, tissue):
@@ -94,7 +109,7 @@ def test_tiny_queries(trained, tissue, n):
 
 def test_large_query_is_stitched_with_linear_memory(trained):
     query = sem.datasets.synthetic_tissue(n_cells=5000, n_genes=20, n_sections=1, seed=5)
-    coords = trained.get_latent_coordinates(query, refine=True, seed=0, batch_size=256)
+    coords = trained.get_latent_coordinates(query, refine=True, seed=0, set_size=256)
     assert coords.shape == (5000, 2)
     assert np.isfinite(coords).all()
     # Every cell placed: no two-thirds of the layout collapsed onto the anchors' frame origin.
@@ -156,8 +171,8 @@ def test_three_dimensional_reference(tiny, tiny_sets):
 def test_save_is_atomic(trained, tissue, tmp_path, monkeypatch):
     path = tmp_path / "model"
     trained.save(path)
-    before = sorted(p.name for p in path.iterdir())
-    with pytest.raises(ValueError, match="already exists"):
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    with pytest.raises(ValueError, match="already holds a saved model"):
         trained.save(path)
 
     def crash(*args, **kwargs):
@@ -167,9 +182,8 @@ def test_save_is_atomic(trained, tissue, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         trained.save(path, overwrite=True)
     monkeypatch.undo()
-    # the existing model survives the failed save and still loads
-    assert sorted(p.name for p in path.iterdir()) == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".spatialedm-")]
+    # the existing model survives the failed save, byte for byte, and still loads
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     loaded = sem.SpatialEDM.load(path)
     np.testing.assert_array_equal(
         loaded.get_latent_coordinates(tissue, seed=1, key_added=None),
@@ -218,8 +232,9 @@ def test_load_with_query_anndata(trained, tissue, tmp_path):
     np.testing.assert_allclose(
         loaded.get_latent_coordinates(query, seed=2, key_added=None), expected, atol=1e-5
     )
-    with pytest.raises(ValueError, match="lacks 5 of the model's 20 genes"):
-        sem.SpatialEDM.load(path, adata=tissue[:, 5:].copy())
+    assert loaded.adata is None  # a query is not attached as the reference
+    with pytest.raises(ValueError, match="shares 3 of the model's 20 genes"):
+        sem.SpatialEDM.load(path, adata=tissue[:, 17:].copy())
     with pytest.raises(FileNotFoundError, match="No saved model"):
         sem.SpatialEDM.load(tmp_path / "nope")
 

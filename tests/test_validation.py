@@ -80,7 +80,7 @@ def test_expression_formats_register(small, fmt):
     }[fmt]
     sem.SpatialEDM.setup_anndata(small)
     model = sem.SpatialEDM(small, dim=8, n_hidden=16, n_latent=8, n_inducing=4, n_heads=2)
-    assert model.scaler_state_["is_counts"]
+    assert model.preprocessor_["is_counts"]
 
 
 def test_empty_query(trained, tissue):
@@ -158,7 +158,7 @@ def test_setup_anndata_property(n, g, d, counts, sparse_x, nan_at, seed):
     sem.SpatialEDM.setup_anndata(adata)
     model = sem.SpatialEDM(adata, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2)
     assert model.module.n_spatial == d
-    assert model.scaler_state_["is_counts"] == counts
+    assert model.preprocessor_["is_counts"] == counts
 
 
 def test_negative_values_with_declared_counts(small):
@@ -177,7 +177,7 @@ def test_non_integer_values_with_declared_counts(small):
 
 def test_declared_log_expression_is_not_count_normalised(small):
     sem.SpatialEDM.setup_anndata(small, expression="log")
-    assert not sem.SpatialEDM(small, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2).scaler_state_[
+    assert not sem.SpatialEDM(small, dim=8, n_hidden=16, n_latent=8, n_inducing=2, n_heads=2).preprocessor_[
         "is_counts"
     ]
     with pytest.raises(ValueError, match="expression must be"):

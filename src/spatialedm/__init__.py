@@ -2,9 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import baselines, datasets, edm, geometry, metrics, pl, tasks
+from . import baselines, datasets, diagnostics, edm, geometry, metrics, pl, transfer
 from ._config import ModelConfig, SetConfig
 from ._model import SpatialEDM
+from ._persistence import convert_legacy_model
+from ._preprocessing import Preprocessor
 
 try:
     __version__ = version("spatialedm")
@@ -13,13 +15,16 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "ModelConfig",
+    "Preprocessor",
     "SetConfig",
     "SpatialEDM",
     "baselines",
+    "convert_legacy_model",
     "datasets",
+    "diagnostics",
     "edm",
     "geometry",
     "metrics",
     "pl",
-    "tasks",
+    "transfer",
 ]

@@ -37,7 +37,7 @@ obsm[KEY] added (and obs["spatialedm_uncertainty"] with --n-samples > 1). Draw i
 _DEMO_EPILOG = """\
 examples:
   spatialedm demo
-  spatialedm demo -o demo_out --task embryo_slab --max-epochs 10
+  spatialedm demo -o demo_out --dataset embryo --max-epochs 10
 
 Writes metrics.json, reconstruction.png and the trained model to the output folder.
 """
@@ -110,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--key-added", default="X_spatialedm", help="obsm key to write (default X_spatialedm).")
     pred.add_argument("--no-refine", action="store_true", help="Generator only, skip the diffusion refiner.")
     pred.add_argument("--n-samples", type=int, default=1, help="Samples; >1 also writes obs uncertainty.")
-    pred.add_argument("--batch-size", type=int, default=None, help="Cells per set (default: the model's).")
+    pred.add_argument("--set-size", type=int, default=None, help="Cells per set (default: the model's).")
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 
     demo = sub.add_parser(
@@ -126,7 +126,10 @@ def _parser() -> argparse.ArgumentParser:
         "-o", "--output", default="spatialedm_demo", help="Output folder (default spatialedm_demo)."
     )
     demo.add_argument(
-        "--task", default="osmfish_halves", help="Held-out task (see spatialedm.tasks.available_tasks())."
+        "--dataset",
+        default="osmfish",
+        choices=("osmfish", "embryo"),
+        help="Bundled data split into halves: the osmFISH cortex (default) or the Drosophila embryo (3-D).",
     )
     demo.add_argument("--max-epochs", type=int, default=None, help="Training epochs (default: the model's).")
     demo.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
@@ -182,7 +185,7 @@ def _predict(args) -> None:
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be at least 1, got {args.n_samples}.")
     model = SpatialEDM.load(args.model)
-    logger.info("Loaded the model from %s (%d genes)", args.model, len(model.var_names_))
+    logger.info("Loaded the model from %s (%d genes)", args.model, len(model.preprocessor_["genes"]))
     query = _read(args.query)
     logger.info(
         "Placing %d query cells (%s, %d sample(s))...",
@@ -196,7 +199,7 @@ def _predict(args) -> None:
         refine=not args.no_refine,
         n_samples=args.n_samples,
         key_added=args.key_added,
-        batch_size=args.batch_size,
+        set_size=args.set_size,
         seed=args.seed,
     )
     logger.info("Placed the cells in %.1f s", time.time() - start)
@@ -208,27 +211,29 @@ def _demo(args) -> None:
     import numpy as np
     import scvi
 
-    from . import baselines, metrics, pl, tasks
+    from . import baselines, datasets, metrics, pl
     from ._model import SpatialEDM
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     scvi.settings.seed = args.seed
-    reference, query, info = tasks.load_task(args.task, seed=args.seed)
+    adata = datasets.osmfish_cortex() if args.dataset == "osmfish" else datasets.drosophila_embryo()
+    if "duplicate" in adata.obs:  # exact copies of other cells sit at distance 0 and distort neighbourhoods
+        adata = adata[~adata.obs["duplicate"].to_numpy(bool)].copy()
+    reference, query = datasets.split_halves(adata)
     truth = np.asarray(query.obsm["spatial"], dtype=float)
     del query.obsm["spatial"]  # the model must not see the query's coordinates
+    info = {"layer": None, "batch_key": None, "description": reference.uns["task"]["description"]}
     logger.info(
         "%s: reference %d cells, query %d cells, %d genes",
-        args.task,
+        args.dataset,
         reference.n_obs,
         query.n_obs,
         query.n_vars,
     )
 
     start = time.time()
-    SpatialEDM.setup_anndata(
-        reference, layer=info["layer"], spatial_key="spatial", batch_key=info["batch_key"]
-    )
+    SpatialEDM.setup_anndata(reference, spatial_key="spatial")
     model = SpatialEDM(reference)
     model.train(max_epochs=args.max_epochs)
     train_s = time.time() - start
@@ -248,9 +253,9 @@ def _demo(args) -> None:
     for name, r in rows.items():
         lines.append(f"{name:<{width}}  " + "  ".join(f"{r[c]:>17.3f}" for c in _METRIC_COLUMNS))
     table = "\n".join(lines)
-    print(f"\nTask {args.task}: {info['description']}\nTraining took {train_s:.0f} s.\n\n{table}\n")
+    print(f"\n{args.dataset}: {info['description']}\nTraining took {train_s:.0f} s.\n\n{table}\n")
     (out / "metrics.json").write_text(
-        json.dumps({"task": args.task, "train_seconds": train_s, "metrics": rows}, indent=2)
+        json.dumps({"dataset": args.dataset, "train_seconds": train_s, "metrics": rows}, indent=2)
     )
     query.obsm["spatial_true"] = truth
     color = None

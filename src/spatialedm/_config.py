@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass, fields
 
 
@@ -53,7 +52,8 @@ class ModelConfig(_ConfigMixin):
         Keep training the expression encoder with the generator instead of freezing it after the
         contrastive stage.
     gene_dropout
-        Fraction of genes zeroed at random in training inputs (DESIGN.md decision 10).
+        Fraction of genes zeroed at random in training inputs: with the Gaussian noise below, it keeps the
+        model from memorising where each reference cell sits.
     expression_noise
         Standard deviation of Gaussian noise added to the scaled training inputs.
     temperature
@@ -74,25 +74,6 @@ class ModelConfig(_ConfigMixin):
         Default starting noise level of the refiner, in units of the residual's ``sigma_data``.
     n_steps
         Default number of Heun steps of the refiner.
-    refiner_target
-        What the refiner diffuses: ``"residual"`` (the target aligned onto the generator's layout minus
-        that layout; DESIGN.md decision 4) or ``"layout"`` (the whole layout, as the seed's SDEdit-style
-        refiner did: the generator's layout is re-noised and denoised). Kept for the scale-collapse
-        study (docs/notes/scale-collapse.md); ``"residual"`` scores better.
-    refiner_loss
-        ``"plain"`` (default): MSE against the target in its fixed orientation (the seed's score loss);
-        the residual target is already aligned onto the generator's layout, so no rotation is left to
-        learn. ``"aligned"``: random O(d) augmentation and Kabsch-aligned MSE (DESIGN.md decision 2).
-        Paired 3-seed runs on the seven core tasks (benchmarks/RESULTS.md, "Refiner loss"): plain
-        raised cellwise Spearman on 6 of 7 tasks (by up to 0.12) and lowered patch Jaccard@10 by up
-        to 0.015.
-        ``refiner_target="layout"`` with ``"aligned"`` warns: in the study this refiner learned nothing
-        beyond its skip connection on osmFISH (network output about 2% of its target at every noise level)
-        and was unstable on the embryo.
-    sigma_data_scale
-        Factor on the estimated ``sigma_data`` used by the EDM preconditioning and noise levels;
-        ``1`` is the estimate itself. The study sets it to the dilution of the seed's 32-column Gram
-        targets to measure what that mis-scaling does.
     """
 
     n_hidden: int = 256
@@ -119,31 +100,23 @@ class ModelConfig(_ConfigMixin):
     sigma_max_factor: float = 3.0
     sigma_start_factor: float = 2.0
     n_steps: int = 1
-    refiner_target: str = "residual"
-    refiner_loss: str = "plain"
-    sigma_data_scale: float = 1.0
 
     def __post_init__(self):
-        if self.refiner_target not in ("residual", "layout"):
-            raise ValueError(f"refiner_target must be 'residual' or 'layout', got {self.refiner_target!r}.")
-        if self.refiner_loss not in ("aligned", "plain"):
-            raise ValueError(f"refiner_loss must be 'aligned' or 'plain', got {self.refiner_loss!r}.")
-        if not self.sigma_data_scale > 0:
-            raise ValueError(f"sigma_data_scale must be positive, got {self.sigma_data_scale!r}.")
-        if self.refiner_target == "layout" and self.refiner_loss == "aligned":
-            # Kept only so the study can rerun it (docs/notes/scale-collapse.md, question 2).
-            warnings.warn(
-                "refiner_target='layout' with refiner_loss='aligned' trains a refiner that learns nothing "
-                "beyond its skip connection or is unstable (docs/notes/scale-collapse.md); use "
-                "refiner_loss='plain' or refiner_target='residual'.",
-                UserWarning,
-                stacklevel=3,
+        if not 0 < self.sigma_min_factor < self.sigma_max_factor:
+            raise ValueError(
+                f"Need 0 < sigma_min_factor < sigma_max_factor, got {self.sigma_min_factor} and "
+                f"{self.sigma_max_factor}."
             )
+        if self.n_steps < 1:
+            raise ValueError(f"n_steps must be at least 1, got {self.n_steps}.")
 
 
 @dataclass
 class SetConfig(_ConfigMixin):
-    """How training sets are drawn from the reference (DESIGN.md decisions 8 and 9).
+    """How training sets are drawn from the reference.
+
+    Sets mix local patches with random subsets of a section, so that they look like the cells the model
+    is asked to place (dissociated cells are a random sample of the tissue, not a local patch).
 
     Parameters
     ----------

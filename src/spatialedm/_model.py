@@ -1,15 +1,10 @@
-"""SpatialEDM: the user-facing scvi-tools model."""
+"""SpatialEDM: the user-facing scvi-tools model (set-up, training, placement, persistence)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-import warnings
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from lightning.pytorch.strategies import DDPStrategy
@@ -20,29 +15,23 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
+from . import _persistence, diagnostics, transfer
 from ._config import ModelConfig, SetConfig
-from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
-from ._diagnostics import DiagnosticsMixin
+from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS, UNCERTAINTY_KEY
+from ._datasplitter import SetDataSplitter
+from ._inference import LayoutPredictor
 from ._module import SpatialEDMModule
-from ._preprocessing import ExpressionScaler, looks_like_counts
-from ._query import QueryExpression
-from ._sets import SetDataModule
+from ._preprocessing import ExpressionView, Preprocessor, looks_like_counts
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
-from ._transfer import TransferMixin
 from ._validation import validate_expression, validate_spatial
-from .geometry import align_numpy, generalised_procrustes, similarity_apply, unit_rms
 
 logger = logging.getLogger(__name__)
 
-#: Cells shared by all subsets of a stitched layout (they fix the common frame).
-N_ANCHORS = 128
-#: Subsets predicted in one forward pass.
-SETS_PER_PASS = 16
 #: Default training epochs (of 256 sets each): about 3-6 minutes on 2 CPU cores.
 DEFAULT_MAX_EPOCHS = 30
 
 
-class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
+class SpatialEDM(BaseModelClass):
     """Reconstruct the relative spatial layout of cells from expression.
 
     Learns, from spatial transcriptomics sections registered with :meth:`setup_anndata`, how
@@ -72,7 +61,10 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
     >>> coords = model.get_latent_coordinates(sem.datasets.osmfish_scrna())  # doctest: +SKIP
     """
 
+    _module_cls = SpatialEDMModule
+    _data_splitter_cls = SetDataSplitter
     _training_plan_cls = SpatialEDMTrainingPlan
+    _train_runner_cls = TrainRunner
 
     def __init__(
         self,
@@ -84,16 +76,20 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         super().__init__(adata, registry=registry)
         model_config = ModelConfig.from_kwargs(config, **model_kwargs)
         self.model_config_ = model_config.to_dict()
-        n_genes = int(self.summary_stats["n_vars"])
-        n_spatial = int(self.summary_stats["n_spatial"])
-        if adata is not None:
-            self.var_names_ = list(map(str, adata.var_names))
-            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            declared = self.registry_["setup_args"].get("expression", "auto")
-            is_counts = looks_like_counts(X) if declared == "auto" else declared == "counts"
-            self.scaler_state_ = ExpressionScaler(is_counts=is_counts).state_dict()
-        self.module = SpatialEDMModule(n_genes, n_spatial, model_config)
         self.set_config_ = SetConfig().to_dict()
+        n_genes, n_spatial = int(self.summary_stats["n_vars"]), int(self.summary_stats["n_spatial"])
+        if adata is not None and registry is None:
+            setup = self.registry_["setup_args"]
+            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            declared = setup.get("expression", "auto")
+            self.preprocessor_ = Preprocessor.fit(
+                adata,
+                is_counts=looks_like_counts(X) if declared == "auto" else declared == "counts",
+                layer=setup.get("layer"),
+                batch_key=setup.get("batch_key"),
+                per_gene=model_config.scale_genes,
+            ).to_dict()
+        self.module = self._module_cls(n_genes, n_spatial, model_config)
         self._model_summary_string = (
             f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout, set width {model_config.dim}, "
             f"ISAB blocks context/generator/denoiser {model_config.n_context_blocks}/"
@@ -101,7 +97,11 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         )
         self.init_params_ = self._get_init_params(locals())
 
-    # ------------------------------------------------------------------ setup
+    @property
+    def preprocessor(self) -> Preprocessor:
+        """The expression preprocessing fitted on the reference (see :class:`~spatialedm.Preprocessor`)."""
+        return Preprocessor.from_dict(self.preprocessor_)
+
     @classmethod
     @setup_anndata_dsp.dedent
     def setup_anndata(
@@ -116,10 +116,10 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
     ) -> None:
         """Register expression, coordinates and sections of a reference AnnData.
 
-        Expression may be raw counts (normalised to library size and log-transformed inside the
-        model) or log-normalised values, dense or sparse. Like every scvi-tools model, this adds
-        ``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``, ``obs["_scvi_batch"]`` and
-        ``obs["_scvi_labels"]`` to ``adata``; nothing else is changed.
+        Expression may be raw counts (normalised to the reference's median library size and
+        log-transformed inside the model) or log-normalised values, dense or sparse. Like every
+        scvi-tools model, this adds ``uns["_scvi_uuid"]``, ``uns["_scvi_manager_uuid"]``,
+        ``obs["_scvi_batch"]`` and ``obs["_scvi_labels"]`` to ``adata``; nothing else is changed.
 
         Parameters
         ----------
@@ -142,14 +142,11 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         """
         if expression not in ("auto", "counts", "log"):
             raise ValueError(f"expression must be 'auto', 'counts' or 'log', got {expression!r}.")
-        validate_spatial(adata, spatial_key)
+        for name, key in (("batch_key", batch_key), ("labels_key", labels_key)):
+            if key is not None and key not in adata.obs:
+                raise KeyError(f"{name} {key!r} is not a column of adata.obs {list(adata.obs.columns)}.")
+        validate_spatial(adata, spatial_key, batch_key=batch_key)
         validate_expression(adata, layer, expression)
-        if batch_key is not None and batch_key not in adata.obs:
-            raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs {list(adata.obs.columns)}.")
-        if labels_key is not None and labels_key not in adata.obs:
-            raise KeyError(
-                f"labels_key {labels_key!r} is not a column of adata.obs {list(adata.obs.columns)}."
-            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
@@ -160,18 +157,6 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
-
-    # ------------------------------------------------------------------ training
-    def _reference_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        coords = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY), dtype=np.float64)
-        sections = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        scaler = ExpressionScaler(
-            is_counts=self.scaler_state_["is_counts"], per_gene=self.model_config_["scale_genes"]
-        )
-        expression = scaler.fit_transform(X, sections)
-        self.scaler_state_ = scaler.state_dict()
-        return expression, coords, sections
 
     def train(
         self,
@@ -197,11 +182,12 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         datasplitter_kwargs
             Fields of :class:`~spatialedm.SetConfig` (set sizes, local/global mix, validation block).
         plan_kwargs
-            ``lr``, ``weight_decay`` and ``stage_fractions`` (encoder, generator, refiner shares of
-            the epochs; default ``(0.2, 0.5, 0.3)``).
+            ``stage_fractions`` (encoder, generator, refiner shares of the epochs; default
+            ``(0.2, 0.5, 0.3)``) and options of :class:`~spatialedm._trainingplan.SpatialEDMTrainingPlan`
+            (``lr``, ``weight_decay``, ...).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``), e.g. ``strategy="ddp"``
-            (several devices; see docs/notes/multi-gpu.md) or ``precision="bf16-mixed"``.
+            (several devices; see the multi-GPU notes in the docs) or ``precision="bf16-mixed"``.
 
         Examples
         --------
@@ -213,27 +199,30 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         plan_kwargs = dict(plan_kwargs or {})
         fractions = tuple(plan_kwargs.pop("stage_fractions", (0.2, 0.5, 0.3)))
         max_epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else int(max_epochs)
-        expression, coords, sections = self._reference_arrays()
-        data_module = SetDataModule(expression, coords, sections, set_config, seed=settings.seed or 0)
         epochs = stage_epochs(max_epochs, fractions)
+        # A retrained model keeps its held-out block, so that its diagnostics stay on unseen cells.
+        splitter = self._data_splitter_cls(
+            self.adata_manager,
+            self.preprocessor,
+            set_config,
+            seed=settings.seed or 0,
+            validation_indices=self.validation_indices_ if self.is_trained_ else None,
+        )
         plan = self._training_plan_cls(self.module, epochs, **plan_kwargs)
-        if trainer_kwargs.get("strategy") in ("ddp", "ddp_spawn", "ddp_notebook"):
+        strategy = trainer_kwargs.get("strategy")
+        if strategy in ("ddp", "ddp_spawn", "ddp_notebook"):
             # Each stage leaves the other stages' parameters without gradients; plain DDP would
             # stop at the first step waiting for their reduction.
-            trainer_kwargs["strategy"] = DDPStrategy(
-                find_unused_parameters=True,
-                start_method={"ddp": "popen", "ddp_spawn": "spawn", "ddp_notebook": "fork"}[
-                    trainer_kwargs["strategy"]
-                ],
-            )
-        if data_module.val_dataset is not None:
+            start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_notebook": "fork"}[strategy]
+            trainer_kwargs["strategy"] = DDPStrategy(find_unused_parameters=True, start_method=start)
+        if splitter.val_dataset is not None:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
         logger.info("Training stages (epochs): encoder %d, generator %d, refiner %d", *epochs)
-        runner = TrainRunner(
+        runner = self._train_runner_cls(
             self,
             training_plan=plan,
-            data_splitter=data_module,
+            data_splitter=splitter,
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
@@ -248,6 +237,7 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
                 raise
             self.module.eval()
             self.is_trained_ = True
+            self.validation_indices_ = splitter.val_idx
             logger.warning(
                 "Training interrupted after %d epoch(s) (stage %r); the model keeps the weights reached so far.",
                 plan.current_epoch,
@@ -255,24 +245,19 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
             )
             return None
 
-    # ------------------------------------------------------------------ inference
-    def _query(self, adata: AnnData | None) -> QueryExpression:
-        registry = self.registry_["setup_args"]
-        if self.scaler_state_["scale"] is None:  # untrained model: fit the gene scale on the reference now
-            self._reference_arrays()
+    def expression_view(self, adata: AnnData | None = None) -> ExpressionView:
+        """``adata`` (the reference when ``None``) seen through the model's genes and preprocessing."""
+        setup = self.registry_["setup_args"]
         if adata is None:
-            adata = self.adata
-        layer = registry.get("layer")
-        if layer is not None and layer not in adata.layers:
-            logger.info("Layer %r not in the query; reading adata.X.", layer)
-            layer = None
-        return QueryExpression(
-            adata,
-            pd.Index(self.var_names_),
-            ExpressionScaler.from_state_dict(self.scaler_state_),
-            layer=layer,
-            batch_key=registry.get("batch_key"),
-        )
+            if self.adata is None:
+                raise ValueError(
+                    "This model was loaded without its reference AnnData: pass the cells to place, e.g. "
+                    "model.get_latent_coordinates(query), or load it with SpatialEDM.load(path, adata=reference)."
+                )
+            return self.preprocessor.view(
+                self.adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"), what="reference"
+            )
+        return self.preprocessor.view(adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"))
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -296,19 +281,15 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         >>> z = model.get_latent_representation(query)  # doctest: +SKIP
         """
         self._check_if_trained(warn=True)
-        query = self._query(adata)
+        view = self.expression_view(adata)
         self.module.eval()
-        device = self.device
         batch_size = batch_size or 4096
         out = []
-        for start in range(0, query.n_obs, batch_size):
-            x = torch.from_numpy(query.rows(np.arange(start, min(start + batch_size, query.n_obs)))).to(
-                device
-            )
-            out.append(self.module.encoder(x).cpu().numpy())
+        for start in range(0, view.n_obs, batch_size):
+            x = torch.from_numpy(view.rows(np.arange(start, min(start + batch_size, view.n_obs))))
+            out.append(self.module.encoder(x.to(self.device)).cpu().numpy())
         return np.concatenate(out)
 
-    @torch.inference_mode()
     def get_latent_coordinates(
         self,
         adata: AnnData | None = None,
@@ -317,16 +298,16 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         n_samples: int = 1,
         sigma_start: float | None = None,
         n_steps: int | None = None,
-        key_added: str | None = DEFAULT_KEY_ADDED,
-        batch_size: int | None = None,
+        set_size: int | None = None,
         seed: int | None = None,
-    ) -> np.ndarray:
+        key_added: str | None = DEFAULT_KEY_ADDED,
+        copy: bool = False,
+    ) -> np.ndarray | AnnData:
         """Reconstruct the relative layout of cells from their expression.
 
         Runs the generator and, with ``refine=True``, the EDM refiner. A query larger than
-        ``batch_size`` cells is split into overlapping random subsets that share
-        :data:`N_ANCHORS` anchor cells; each subset is placed on its own and moved into one frame
-        by generalised Procrustes on the anchors, so memory grows linearly with the cells.
+        ``set_size`` cells is split into overlapping random subsets that share anchor cells; each
+        subset is placed on its own and moved into one frame, so memory grows linearly with the cells.
 
         Parameters
         ----------
@@ -338,23 +319,26 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
             With more than one, also draw this many stochastic refinements (the refiner started
             from noise at ``sigma_start`` around the generator, with fresh subsets) and write each cell's
             RMS distance from the returned layout to ``obs["spatialedm_uncertainty"]``, in units of the
-            layout's per-axis RMS. The returned layout is always the deterministic one (the refiner
-            started from the noise-free generator layout), which scores best.
+            layout's per-axis RMS. The returned layout is always the deterministic one.
         sigma_start
             Refiner's starting noise, in units of the residual's ``sigma_data`` (default from the
             model config); capped at the largest level trained on.
         n_steps
             Heun steps of the refiner (default from the model config).
-        key_added
-            ``obsm`` key written with the layout; ``None`` writes nothing.
-        batch_size
-            Cells per set (default: the largest training set size); larger queries are stitched.
+        set_size
+            Cells placed together in one set (default: the largest training set size); larger queries
+            are stitched from overlapping subsets. It changes the result, as a different set would.
         seed
             Seed of the noise and of the subsets, for reproducible layouts.
+        key_added
+            ``obsm`` key written with the layout; ``None`` writes nothing.
+        copy
+            Write into a copy of ``adata`` and return it instead of the layout (as scanpy's ``copy``).
 
         Returns
         -------
-        ``(n_cells, d)`` layout, centred with unit per-axis RMS (scale and orientation carry no meaning).
+        The ``(n_cells, d)`` layout, centred with unit per-axis RMS (scale and orientation carry no
+        meaning); with ``copy=True``, the copy of ``adata`` holding it in ``obsm[key_added]``.
 
         Examples
         --------
@@ -365,136 +349,87 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         ... )  # doctest: +SKIP
         """
         self._check_if_trained(warn=True)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
-        target = self.adata if adata is None else adata
-        query = self._query(adata)
-        set_size = int(batch_size or self.set_config_["max_set_size"])
-        if set_size < 2:
-            raise ValueError(f"batch_size must be at least 2, got {set_size}.")
-        gen = torch.Generator().manual_seed(
-            int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        if copy and key_added is None:
+            raise ValueError("copy=True needs a key_added to write the layout to.")
+        view = self.expression_view(adata)
+        set_size = int(set_size or self.set_config_["max_set_size"])
+        predictor = LayoutPredictor(self.module, self.device, set_size)
+        layout, spread = predictor.predict(
+            view, refine=refine, n_samples=n_samples, sigma_start=sigma_start, n_steps=n_steps, seed=seed
         )
-        self.module.eval()
-        layout = unit_rms(self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, False))
-        spread = None
-        if n_samples > 1:
-            # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
-            # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
-            draws = [
-                align_numpy(
-                    self._sample_layout(query, set_size, refine, sigma_start, n_steps, gen, True), layout
-                )
-                for _ in range(n_samples)
-            ]
-            spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
-        if key_added is not None:
-            target.obsm[key_added] = layout.astype(np.float32)
-            if spread is not None:
-                target.obs["spatialedm_uncertainty"] = spread.astype(np.float32)
-        return layout
+        if key_added is None:
+            return layout
+        target = self.adata if adata is None else adata
+        if copy:
+            target = target.copy()
+        target.obsm[key_added] = layout.astype(np.float32)
+        if spread is not None:
+            target.obs[UNCERTAINTY_KEY] = spread.astype(np.float32)
+        return target if copy else layout
 
-    def _predict_sets(
-        self, query, subsets, refine, sigma_start, n_steps, gen, stochastic
-    ) -> list[np.ndarray]:
-        device = self.device
-        out = []
-        for start in range(0, len(subsets), SETS_PER_PASS):
-            chunk = subsets[start : start + SETS_PER_PASS]
-            n_max = max(len(s) for s in chunk)
-            x = np.zeros((len(chunk), n_max, query.n_genes), dtype=np.float32)
-            mask = np.zeros((len(chunk), n_max), dtype=bool)
-            for b, s in enumerate(chunk):
-                x[b, : len(s)] = query.rows(s)
-                mask[b, : len(s)] = True
-            v = self.module.sample(
-                torch.from_numpy(x).to(device),
-                torch.from_numpy(mask).to(device),
-                refine=refine,
-                sigma_start=sigma_start,
-                n_steps=n_steps,
-                generator=gen,
-                stochastic=stochastic,
-            )
-            v = v.float().cpu().numpy()
-            out.extend(v[b, : len(s)].astype(np.float64) for b, s in enumerate(chunk))
-        return out
+    def project_genes(self, query: AnnData, **kwargs) -> AnnData:
+        """Predict the expression of query genes at the reference locations: :func:`spatialedm.transfer.project_genes`."""
+        return transfer.project_genes(self, query, **kwargs)
 
-    def _sample_layout(self, query, set_size, refine, sigma_start, n_steps, gen, stochastic) -> np.ndarray:
-        n = query.n_obs
-        if n <= set_size:
-            return self._predict_sets(query, [np.arange(n)], refine, sigma_start, n_steps, gen, stochastic)[0]
-        perm = torch.randperm(n, generator=gen).numpy()
-        n_anchor = min(N_ANCHORS, set_size // 2)
-        anchors, rest = perm[:n_anchor], perm[n_anchor:]
-        step = set_size - n_anchor
-        n_sub = int(np.ceil(len(rest) / step))
-        # Spread the cells evenly over the subsets so the last one is not tiny.
-        parts = np.array_split(rest, n_sub)
-        subsets = [np.concatenate([anchors, p]) for p in parts]
-        preds = self._predict_sets(query, subsets, refine, sigma_start, n_steps, gen, stochastic)
-        frame = generalised_procrustes([p[:n_anchor] for p in preds])
-        layout = np.zeros((n, preds[0].shape[1]))
-        layout[anchors] = frame
-        for p, part in zip(preds, parts):
-            layout[part] = similarity_apply(p[:n_anchor], frame, p[n_anchor:])
-        return layout
+    def transfer_labels(self, query: AnnData, labels_key: str, **kwargs):
+        """Transfer reference labels onto query cells: :func:`spatialedm.transfer.transfer_labels`."""
+        return transfer.transfer_labels(self, query, labels_key, **kwargs)
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, dir_path: str, prefix: str | None = None, overwrite: bool = False, **kwargs) -> None:
-        """Save the model atomically: a crash mid-save never destroys an existing model folder.
+    def diagnose(self, adata: AnnData | None = None, **kwargs):
+        """Health of the EDM refiner at each noise level: :func:`spatialedm.diagnostics.diagnose`."""
+        return diagnostics.diagnose(self, adata, **kwargs)
 
-        The model is written to a temporary folder beside ``dir_path``, which then replaces it.
+    def sampling_probe(self, adata: AnnData | None = None, **kwargs):
+        """Score whole sampling chains on held-out sets: :func:`spatialedm.diagnostics.sampling_probe`."""
+        return diagnostics.sampling_probe(self, adata, **kwargs)
+
+    def save(
+        self, dir_path: str, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False
+    ):
+        """Save the model: weights and a JSON description; never executable content.
+
+        See :func:`spatialedm._persistence.save_model` and the "Security and file formats" page of the
+        docs. Files are written atomically; ``overwrite=True`` replaces only this model's own files.
 
         Parameters
         ----------
         dir_path
-            Folder to save into.
+            Folder to save into (created if needed).
         prefix
-            Prefix of the file names.
+            Prefix of the file names (no path separators or ``..``).
         overwrite
-            Replace an existing folder.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save` (e.g. ``save_anndata=True``).
+            Replace the files of a model saved before under the same prefix.
+        save_anndata
+            Also write the reference AnnData.
 
         Examples
         --------
         >>> model.save("model_dir", overwrite=True)  # doctest: +SKIP
         """
-        target = os.path.abspath(dir_path)
-        if os.path.exists(target) and not overwrite:
-            raise ValueError(f"{dir_path} already exists. Pass overwrite=True to replace it.")
-        parent = os.path.dirname(target) or "."
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".spatialedm-save-", dir=parent)
-        try:
-            super().save(tmp, prefix=prefix, overwrite=True, **kwargs)
-            old = None
-            if os.path.exists(target):
-                old = tempfile.mkdtemp(prefix=".spatialedm-old-", dir=parent)
-                os.rmdir(old)
-                os.rename(target, old)
-            os.rename(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+        _persistence.save_model(self, dir_path, prefix=prefix, overwrite=overwrite, save_anndata=save_anndata)
 
     @classmethod
-    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs):
-        """Load a saved model; without ``adata`` (and none saved) the model loads for queries only.
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        prefix: str | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ):
+        """Load a saved model; without ``adata`` (and none saved) it loads for queries only.
 
         Parameters
         ----------
         dir_path
             Folder written by :meth:`save`.
         adata
-            Reference AnnData to attach (same genes in the same order, with coordinates). Any other
-            AnnData (a query: other gene order, extra genes, no coordinates) is checked for the model's
-            genes and the model is loaded unattached; an AnnData missing genes raises ``ValueError``.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+            Reference AnnData to attach (the model's genes, with coordinates); a query AnnData is not
+            attached (pass it to :meth:`get_latent_coordinates` instead).
+        prefix
+            Prefix given to :meth:`save`.
+        accelerator, device
+            Where to put the model, as in scvi-tools.
 
         Returns
         -------
@@ -504,26 +439,6 @@ class SpatialEDM(TransferMixin, DiagnosticsMixin, BaseModelClass):
         --------
         >>> model = sem.SpatialEDM.load("model_dir")  # doctest: +SKIP
         """
-        if not os.path.isdir(dir_path):
-            raise FileNotFoundError(f"No saved model folder at {dir_path}.")
-        if adata is None and not any(f.endswith("adata.h5ad") for f in os.listdir(dir_path)):
-            adata = False
-        if adata is None or adata is False:
-            return super().load(dir_path, adata=adata, **kwargs)
-        # A query (other gene order, extra genes, no coordinates) is not a reference to attach: load
-        # the model on its own and check that the query has every gene the model reads.
-        model = super().load(dir_path, adata=False, **kwargs)
-        missing = pd.Index(model.var_names_).difference(adata.var_names)
-        if len(missing):
-            raise ValueError(
-                f"The AnnData lacks {len(missing)} of the model's {len(model.var_names_)} genes, e.g. "
-                f"{missing[:5].tolist()}; it cannot be attached as the model's reference."
-            )
-        setup = model.registry_["setup_args"]
-        same_genes = list(map(str, adata.var_names)) == model.var_names_
-        if same_genes and setup.get("spatial_key") in adata.obsm:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*var_names for adata passed in does not match.*")
-                return super().load(dir_path, adata=adata, **kwargs)
-        logger.info("Loaded the model without a reference; pass the AnnData to get_latent_coordinates.")
-        return model
+        return _persistence.load_model(
+            cls, dir_path, adata=adata, prefix=prefix, accelerator=accelerator, device=device
+        )

@@ -9,8 +9,8 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from . import edm
 from ._config import ModelConfig
 from ._constants import REGISTRY_KEYS
-from ._sets import MASK_KEY
-from .geometry import align, aligned_mse, center, random_orthogonal, rms
+from ._datasplitter import MASK_KEY
+from .geometry import align, aligned_mse, center, rms
 from .nn import ExpressionEncoder, LayoutGenerator, ResidualDenoiser, SetContextEncoder
 
 #: Training stages, in order: spatial-contrastive encoder, generator, refiner.
@@ -58,7 +58,7 @@ class SpatialEDMModule(BaseModuleClass):
         }
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Gene dropout and Gaussian noise on scaled expression, in training only (DESIGN.md decision 10)."""
+        """Gene dropout and Gaussian noise on scaled expression, in training only (against memorising the reference)."""
         if not self.training:
             return x
         keep = (torch.rand_like(x) >= self.config.gene_dropout).to(x.dtype)
@@ -91,11 +91,21 @@ class SpatialEDMModule(BaseModuleClass):
             v_gen = self.generator(h, mask)
         return {"z": z, "h": h, "v_gen": v_gen}
 
-    def generative(self, h, v_gen, coords, mask=None, stage: str = "generator") -> dict:
-        """In the refiner stage, noise the refiner's target and denoise it.
+    def refiner_target(self, coords, v_gen, mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The refiner's clean target: the true layout aligned onto the generator's, and its residual.
 
-        With ``refiner_target="residual"`` the target is the residual around the generator's layout,
-        otherwise the set's whole layout (see :class:`~spatialedm.ModelConfig`).
+        The alignment (translation and O(d)) fixes the gauge, so the residual lives in the generator's
+        frame and a plain MSE needs no further alignment.
+
+        Returns
+        -------
+        ``(target, residual)``, both ``(B, N, d)``, zero on padding.
+        """
+        target = align(coords, v_gen, mask)
+        return target, (target - v_gen) * mask.unsqueeze(-1)
+
+    def generative(self, h, v_gen, coords, mask=None, stage: str = "generator") -> dict:
+        """In the refiner stage, noise the residual around the generator's layout and denoise it.
 
         Returns
         -------
@@ -104,10 +114,7 @@ class SpatialEDMModule(BaseModuleClass):
         """
         if stage != "refiner":
             return {}
-        residual = self.config.refiner_target == "residual"
-        target = align(coords, v_gen, mask) if residual else center(coords, mask)
-        base = v_gen if residual else torch.zeros_like(v_gen)
-        clean = (target - base) * mask.unsqueeze(-1)
+        target, clean = self.refiner_target(coords, v_gen, mask)
         if self.training:
             # The generator is frozen in this stage, so the clean distribution is stationary: a
             # running mean converges to its sigma_data.
@@ -116,11 +123,7 @@ class SpatialEDMModule(BaseModuleClass):
                 self.sigma_data.copy_(batch_sd)
             else:
                 self.sigma_data.mul_(0.98).add_(0.02 * batch_sd)
-            if self.config.refiner_loss == "aligned":
-                # Random O(d) augmentation of the frame; the generator's layout rotates with it.
-                rot = random_orthogonal(v_gen.shape[0], self.n_spatial, device=v_gen.device)
-                v_gen, clean, target, base = v_gen @ rot, clean @ rot, target @ rot, base @ rot
-        sd = self.sigma_data_used
+        sd = float(self.sigma_data)
         sigma = edm.sample_sigma(
             v_gen.shape[0],
             self.config.sigma_min_factor * sd,
@@ -129,12 +132,7 @@ class SpatialEDMModule(BaseModuleClass):
         )
         noisy = clean + sigma[:, None, None] * torch.randn_like(clean) * mask.unsqueeze(-1)
         denoised = self.denoise(noisy, sigma, v_gen, h, mask)
-        return {"final": base + denoised, "target": target, "sigma": sigma}
-
-    @property
-    def sigma_data_used(self) -> float:
-        """``sigma_data`` as used by the preconditioning: the estimate times ``sigma_data_scale``."""
-        return float(self.sigma_data) * self.config.sigma_data_scale
+        return {"final": v_gen + denoised, "target": target, "sigma": sigma}
 
     def denoise(
         self,
@@ -167,10 +165,8 @@ class SpatialEDMModule(BaseModuleClass):
 
     def denoise_parts(self, x, sigma, v_gen, h, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`denoise` and the raw network output ``F`` (for diagnostics)."""
-        c_skip, c_out, c_in, c_noise = edm.preconditioning(sigma, self.sigma_data_used)
-        # The layout refiner is not conditioned on the generator's layout (only on the context).
-        cond = v_gen if self.config.refiner_target == "residual" else torch.zeros_like(v_gen)
-        f = self.denoiser(c_in[:, None, None] * x, c_noise, cond, h, mask)
+        c_skip, c_out, c_in, c_noise = edm.preconditioning(sigma, float(self.sigma_data))
+        f = self.denoiser(c_in[:, None, None] * x, c_noise, v_gen, h, mask)
         return center(c_skip[:, None, None] * x + c_out[:, None, None] * f, mask), f
 
     def loss(self, tensors, inference_outputs, generative_outputs, stage: str = "generator") -> LossOutput:
@@ -200,12 +196,9 @@ class SpatialEDMModule(BaseModuleClass):
             }
         elif stage == "refiner":
             out = generative_outputs
-            if self.config.refiner_loss == "aligned":
-                err = aligned_mse(out["final"], out["target"], mask)
-            else:
-                sq = (out["final"] - out["target"]).pow(2).sum(-1) * mask
-                err = sq.sum(-1) / (mask.sum(-1).clamp_min(1) * self.n_spatial)
-            weight = edm.loss_weight(out["sigma"], self.sigma_data_used)
+            sq = (out["final"] - out["target"]).pow(2).sum(-1) * mask
+            err = sq.sum(-1) / (mask.sum(-1).clamp_min(1) * self.n_spatial)
+            weight = edm.loss_weight(out["sigma"], float(self.sigma_data))
             loss = (weight * err).mean()
             extra = {"refiner_mse": err.mean().detach(), "sigma_data": self.sigma_data.detach().clone()}
         else:
@@ -264,7 +257,6 @@ class SpatialEDMModule(BaseModuleClass):
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
         stochastic: bool = False,
-        from_noise: bool = False,
     ) -> torch.Tensor:
         """Layout of sets of cells: generator, then optionally the Heun-sampled refiner.
 
@@ -277,19 +269,15 @@ class SpatialEDMModule(BaseModuleClass):
         refine
             Run the diffusion refiner after the generator.
         sigma_start
-            Starting noise level in units of ``sigma_data``.
+            Starting noise level in units of ``sigma_data`` (capped at the largest trained level).
         n_steps
             Number of Heun steps.
         generator
             Random generator for the starting noise.
         stochastic
-            Start the refiner from the generator's layout plus Gaussian noise at ``sigma_start`` (a
+            Start the refiner from Gaussian noise at ``sigma_start`` around the generator's layout (a
             sample of the layout's posterior). Otherwise start from the noise-free generator layout,
             the mode of the noised distribution, which gives the deterministic, best-scoring layout.
-        from_noise
-            Open-loop sampling: start from pure noise at ``sigma_start`` without the generator's
-            layout (for ``refiner_target="residual"`` the residual is pure noise, the generator's layout
-            still conditions the denoiser). Implies ``stochastic``.
 
         Returns
         -------
@@ -299,21 +287,19 @@ class SpatialEDMModule(BaseModuleClass):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         out = self.inference(x, mask, stage="refiner")
         h, v_gen = out["h"], out["v_gen"]
-        sd = self.sigma_data_used
+        sd = float(self.sigma_data)
         if not refine or sd <= 0:
             return v_gen
         factor = self.config.sigma_start_factor if sigma_start is None else sigma_start
         factor = min(factor, self.config.sigma_max_factor)  # never start above the trained range
         steps = self.config.n_steps if n_steps is None else n_steps
         sigmas = edm.karras_schedule(steps, factor * sd, self.config.sigma_min_factor * sd).to(x.device)
-        residual = self.config.refiner_target == "residual"
-        base = v_gen if residual else torch.zeros_like(v_gen)
-        start = torch.zeros_like(v_gen) if (residual or from_noise) else v_gen.clone()
-        if stochastic or from_noise:
+        start = torch.zeros_like(v_gen)
+        if stochastic:
             noise = torch.randn(v_gen.shape, generator=generator, device="cpu").to(x.device)
             start = start + center(sigmas[0] * noise * mask.unsqueeze(-1), mask)
 
         def denoise(r, s):
             return self.denoise(r, s.expand(r.shape[0]), v_gen, h, mask)
 
-        return base + edm.heun_sample(denoise, start, sigmas)
+        return v_gen + edm.heun_sample(denoise, start, sigmas)

@@ -1,21 +1,31 @@
-"""Expression preprocessing: library-size normalisation, log1p and per-batch gene centring.
+"""Expression preprocessing: the one object that turns expression into the model's input.
 
-Per-batch centring removes section and technology offsets (DESIGN.md decision 6) without any
-adversarial term. The reference's per-gene spread is stored and reused for every query, so that a
-query is scaled exactly like the cells the model was trained on.
+Counts are library-size normalised with scanpy (:func:`scanpy.pp.normalize_total`) to the *reference's*
+median library size, stored with the model and reused for every query, then ``log1p``-transformed.
+Each gene is then centred per batch (a reference section, or a query's own batches), which removes
+section and technology offsets without any adversarial term, and divided by the reference's spread.
+The same :class:`Preprocessor`, fitted once on the reference, serves training, queries, baselines and
+diagnostics; :class:`ExpressionView` applies it to any AnnData block by block, so memory stays linear in
+the number of cells.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 from scipy import sparse
 
-#: Library size that counts are normalised to before ``log1p``.
-TARGET_SUM = 1e4
+from ._genes import match_genes
+
+logger = logging.getLogger(__name__)
+
 _MIN_SCALE = 1e-3
+#: Rows read and transformed at a time.
+CHUNK_SIZE = 20_000
 
 
 def looks_like_counts(X, n_check: int = 2000) -> bool:
@@ -39,6 +49,8 @@ def looks_like_counts(X, n_check: int = 2000) -> bool:
     True
     """
     sub = X[: min(n_check, X.shape[0])]
+    if hasattr(sub, "to_memory"):
+        sub = sub.to_memory()
     vals = sub.data if sparse.issparse(sub) else np.asarray(sub)
     vals = np.asarray(vals, dtype=np.float64)
     if vals.size == 0:
@@ -46,109 +58,315 @@ def looks_like_counts(X, n_check: int = 2000) -> bool:
     return bool(np.all(vals >= 0) and np.all(np.abs(vals - np.round(vals)) < 1e-6))
 
 
-def log_normalize(X, is_counts: bool) -> np.ndarray:
-    """Normalise to :data:`TARGET_SUM` counts per cell and take ``log1p`` (counts), or densify (log data).
+def dense_rows(X, idx: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+    """Rows ``idx`` (and columns ``cols``) of a dense, sparse or backed matrix as a float32 array.
 
     Parameters
     ----------
     X
-        Dense array or scipy sparse matrix, cells × genes.
-    is_counts
-        Whether ``X`` holds raw counts.
+        Cells × genes matrix (``numpy``, ``scipy.sparse`` or an AnnData backed dataset).
+    idx
+        Row indices, in any order.
+    cols
+        Column indices (``None``: all columns).
 
     Returns
     -------
-    Dense ``float32`` array of the same shape.
+    ``(len(idx), n_cols)`` float32 array, rows in the order of ``idx``.
     """
-    if sparse.issparse(X):
-        X = X.toarray()
-    X = np.asarray(X, dtype=np.float32)
-    if not is_counts:
-        return X.copy() if not X.flags.writeable else X.astype(np.float32, copy=True)
-    lib = X.sum(axis=1, keepdims=True)
-    lib[lib == 0] = 1.0
-    return np.log1p(X / lib * TARGET_SUM).astype(np.float32)
+    idx = np.asarray(idx)
+    # Backed datasets and sparse matrices both support sorted integer row indexing.
+    order = np.argsort(idx, kind="stable")
+    block = X[idx[order]]
+    if hasattr(block, "to_memory"):
+        block = block.to_memory()
+    if cols is not None:
+        block = block[:, cols]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    out = np.empty(block.shape, dtype=np.float32)
+    out[order] = block
+    return out
 
 
-def center_by_batch(X: np.ndarray, batches: np.ndarray | None) -> np.ndarray:
-    """Subtract each batch's per-gene mean, in place, and return ``X``.
+def log_normalize(block: np.ndarray, target_sum: float) -> np.ndarray:
+    """Library-size normalise ``block`` to ``target_sum`` counts per cell and take ``log1p`` (scanpy).
 
     Parameters
     ----------
-    X
-        Dense ``float32`` array, cells × genes (modified in place).
-    batches
-        Batch label per cell, or ``None`` to treat all cells as one batch.
+    block
+        Dense cells × genes counts.
+    target_sum
+        Library size every cell is scaled to.
 
     Returns
     -------
-    The centred array.
-    """
-    if batches is None:
-        X -= X.mean(axis=0, keepdims=True)
-        return X
-    codes, _ = pd.factorize(np.asarray(batches))
-    for b in np.unique(codes):
-        idx = codes == b
-        X[idx] -= X[idx].mean(axis=0, keepdims=True)
-    return X
-
-
-@dataclass
-class ExpressionScaler:
-    """Turns expression into the model's input: log-normalised, centred per batch, scaled per gene.
-
-    Parameters
-    ----------
-    is_counts
-        Whether the registered expression holds raw counts.
-    scale
-        Per-gene standard deviation of the centred reference, set by :meth:`fit`.
-    per_gene
-        Scale each gene by its own spread; otherwise all genes by the root-mean-square spread.
+    Dense float32 log-normalised values; cells without counts stay zero.
 
     Examples
     --------
     >>> import numpy as np
-    >>> scaler = ExpressionScaler(is_counts=True)
-    >>> X = np.random.default_rng(0).poisson(3, size=(50, 4))
-    >>> Z = scaler.fit_transform(X, batches=None)
-    >>> Z.shape
+    >>> log_normalize(np.array([[1.0, 3.0]]), target_sum=4.0).round(3).tolist()
+    [[0.693, 1.386]]
+    """
+    import scanpy as sc
+
+    adata = AnnData(np.array(block, dtype=np.float32))
+    sc.pp.normalize_total(adata, target_sum=float(target_sum))
+    sc.pp.log1p(adata)
+    return np.asarray(adata.X, dtype=np.float32)
+
+
+def batch_codes(
+    obs: pd.DataFrame, batch_key: str | None, *, what: str = "query"
+) -> tuple[np.ndarray, pd.Index]:
+    """Integer batch code per cell from ``obs[batch_key]`` (one batch when the key is ``None`` or absent).
+
+    Parameters
+    ----------
+    obs
+        The AnnData's ``obs``.
+    batch_key
+        Column naming batches.
+    what
+        How the AnnData is named in messages.
+
+    Returns
+    -------
+    ``(codes, names)``.
+
+    Raises
+    ------
+    ValueError
+        When the column has missing values.
+    """
+    if batch_key is None or batch_key not in obs:
+        return np.zeros(len(obs), dtype=np.int64), pd.Index(["all"])
+    col = obs[batch_key]
+    missing = col.isna().to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"The {what}'s obs[{batch_key!r}] has {int(missing.sum())} missing values (NaN), e.g. in cells "
+            f"{obs.index[np.flatnonzero(missing)[:3]].tolist()}; fill them (each value is a batch centred on "
+            "its own) or drop those cells."
+        )
+    codes, names = pd.factorize(col.astype(str).to_numpy())
+    return codes.astype(np.int64), pd.Index(names)
+
+
+class ExpressionView:
+    """An AnnData's expression seen through a fitted :class:`Preprocessor`, read block by block.
+
+    Genes are matched to the model's by name (:func:`~spatialedm._genes.match_genes`); missing genes are
+    zero after centring, i.e. at the reference mean. Each batch is centred on its own mean, computed here
+    in chunks.
+
+    Parameters
+    ----------
+    adata
+        Cells to read (raw counts or log-normalised; dense, sparse or backed).
+    preprocessor
+        The fitted preprocessor (its ``scale`` may still be ``None`` while it is being fitted).
+    layer
+        Layer holding expression; ``None`` (or a layer the AnnData lacks) reads ``X``.
+    batch_key
+        ``obs`` column of batches centred separately; one batch when ``None`` or absent.
+    what
+        How the AnnData is named in messages.
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        preprocessor: Preprocessor,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        what: str = "query",
+    ):
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"The {what} must be an AnnData, got {type(adata).__name__}.")
+        if adata.n_obs == 0:
+            raise ValueError(f"The {what} AnnData has no cells (n_obs == 0).")
+        if layer is not None and layer not in adata.layers:
+            logger.info("Layer %r is not in the %s; reading adata.X.", layer, what)
+            layer = None
+        self.X = adata.layers[layer] if layer is not None else adata.X
+        self.preprocessor = preprocessor
+        self.match = match_genes(adata.var_names, preprocessor.genes, what=what)
+        self.n_obs = adata.n_obs
+        self.n_genes = len(preprocessor.genes)
+        self.batch_codes, self.batch_names = batch_codes(adata.obs, batch_key, what=what)
+        sample = dense_rows(self.X, np.arange(min(self.n_obs, 2000)), self.match.columns)
+        if not np.isfinite(sample).all():
+            raise ValueError(f"The {what}'s expression contains NaN or infinite values.")
+        self.is_counts = preprocessor.is_counts and looks_like_counts(sample)
+        if preprocessor.is_counts and not self.is_counts:
+            logger.info(
+                "The reference expression is counts; the %s looks log-normalised: used as it is.", what
+            )
+        self.means = self._batch_means()
+
+    def _lognorm(self, idx: np.ndarray) -> np.ndarray:
+        block = dense_rows(self.X, idx, self.match.columns)
+        if not np.isfinite(block).all():
+            raise ValueError("Expression contains NaN or infinite values.")
+        if self.is_counts:
+            block = log_normalize(block, self.preprocessor.target_sum)
+        return block
+
+    def _chunks(self):
+        for start in range(0, self.n_obs, CHUNK_SIZE):
+            yield np.arange(start, min(start + CHUNK_SIZE, self.n_obs))
+
+    def _batch_means(self) -> np.ndarray:
+        n_batch = len(self.batch_names)
+        sums = np.zeros((n_batch, int(self.match.shared.sum())), dtype=np.float64)
+        counts = np.bincount(self.batch_codes, minlength=n_batch).astype(np.float64)
+        for idx in self._chunks():
+            np.add.at(sums, self.batch_codes[idx], self._lognorm(idx))
+        return (sums / counts[:, None]).astype(np.float32)
+
+    def centred_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Log-normalised, batch-centred expression of the shared genes for cells ``idx`` (unscaled)."""
+        idx = np.asarray(idx)
+        block = self._lognorm(idx)
+        block -= self.means[self.batch_codes[idx]]
+        return block
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Model input for cells ``idx``: ``(len(idx), n_genes)`` float32, missing genes zero."""
+        if self.preprocessor.scale is None:
+            raise RuntimeError("The preprocessor has not been fitted.")
+        block = self.centred_rows(idx)
+        block /= self.preprocessor.scale[self.match.shared]
+        out = np.zeros((len(block), self.n_genes), dtype=np.float32)
+        out[:, self.match.shared] = block
+        return out
+
+    def all_rows(self) -> np.ndarray:
+        """Model input for every cell, ``(n_obs, n_genes)``."""
+        return np.concatenate([self.rows(idx) for idx in self._chunks()])
+
+
+@dataclass
+class Preprocessor:
+    """Library-size normalisation, ``log1p``, per-batch gene centring and per-gene scaling.
+
+    Parameters
+    ----------
+    genes
+        The model's genes, in model order.
+    is_counts
+        Whether the reference expression holds raw counts (normalised here) or log-normalised values
+        (used as they are).
+    target_sum
+        Library size counts are normalised to: the reference's median library size, set by :meth:`fit`.
+    scale
+        Per-gene standard deviation of the centred reference, set by :meth:`fit`.
+    per_gene
+        Scale each gene by its own spread; otherwise all genes by their root-mean-square spread, which
+        keeps the relative variance of the genes (as a PCA of log-expression does).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> X = np.random.default_rng(0).poisson(3, size=(50, 4)).astype(np.float32)
+    >>> prep = Preprocessor.fit(ad.AnnData(X), is_counts=True)
+    >>> prep.transform(ad.AnnData(X)).shape
     (50, 4)
     """
 
+    genes: list[str]
     is_counts: bool
-    scale: np.ndarray | None = None
+    target_sum: float | None = None
+    scale: np.ndarray | None = field(default=None, repr=False)
     per_gene: bool = True
 
-    def fit_transform(self, X, batches: np.ndarray | None) -> np.ndarray:
-        """Fit the per-gene scale on the reference and return its transformed expression."""
-        Z = center_by_batch(log_normalize(X, self.is_counts), batches)
-        std = Z.std(axis=0)
-        if not self.per_gene:
+    @classmethod
+    def fit(
+        cls,
+        adata: AnnData,
+        *,
+        is_counts: bool,
+        layer: str | None = None,
+        batch_key: str | None = None,
+        per_gene: bool = True,
+    ) -> Preprocessor:
+        """Fit the normalisation target and the gene spreads on a reference AnnData.
+
+        Parameters
+        ----------
+        adata
+            Reference cells; every gene of ``adata.var_names`` becomes a model gene.
+        is_counts
+            Whether the expression holds raw counts.
+        layer
+            Layer holding expression (``None``: ``X``).
+        batch_key
+            ``obs`` column of the reference's sections, each centred on its own.
+        per_gene
+            See the class parameters.
+
+        Returns
+        -------
+        The fitted preprocessor.
+        """
+        X = adata.layers[layer] if layer is not None else adata.X
+        target = None
+        if is_counts:
+            totals = np.zeros(adata.n_obs)
+            for start in range(0, adata.n_obs, CHUNK_SIZE):
+                idx = np.arange(start, min(start + CHUNK_SIZE, adata.n_obs))
+                totals[idx] = dense_rows(X, idx).sum(1)
+            target = float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
+        prep = cls(
+            genes=list(map(str, adata.var_names)), is_counts=is_counts, target_sum=target, per_gene=per_gene
+        )
+        view = ExpressionView(adata, prep, layer=layer, batch_key=batch_key, what="reference")
+        sq = np.zeros(view.n_genes, dtype=np.float64)
+        for idx in view._chunks():
+            sq += (view.centred_rows(idx).astype(np.float64) ** 2).sum(0)
+        std = np.sqrt(sq / adata.n_obs)
+        if not per_gene:
             std = np.full_like(std, np.sqrt((std**2).mean()))
-        self.scale = np.maximum(std, _MIN_SCALE).astype(np.float32)
-        Z /= self.scale
-        return Z
+        prep.scale = np.maximum(std, _MIN_SCALE).astype(np.float32)
+        logger.info(
+            "Preprocessing: %s, %d genes%s.",
+            "counts" if is_counts else "log-normalised values",
+            len(prep.genes),
+            f", normalised to the reference's median library size {target:g}" if target else "",
+        )
+        return prep
 
-    def transform(self, X, batches: np.ndarray | None) -> np.ndarray:
-        """Transform a query with the reference's scale; the query is centred by its own batches."""
-        if self.scale is None:
-            raise RuntimeError("ExpressionScaler.transform called before fit_transform.")
-        Z = center_by_batch(log_normalize(X, self.is_counts), batches)
-        Z /= self.scale
-        return Z
+    def view(
+        self, adata: AnnData, layer: str | None = None, batch_key: str | None = None, what: str = "query"
+    ) -> ExpressionView:
+        """The AnnData seen through this preprocessor (see :class:`ExpressionView`)."""
+        return ExpressionView(adata, self, layer=layer, batch_key=batch_key, what=what)
 
-    def state_dict(self) -> dict:
-        """Return a picklable description of the scaler."""
+    def transform(
+        self, adata: AnnData, layer: str | None = None, batch_key: str | None = None, what: str = "query"
+    ) -> np.ndarray:
+        """Model input for every cell of ``adata``: ``(n_obs, n_genes)`` float32."""
+        return self.view(adata, layer=layer, batch_key=batch_key, what=what).all_rows()
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description, saved with the model."""
         return {
-            "is_counts": self.is_counts,
-            "scale": None if self.scale is None else self.scale.tolist(),
-            "per_gene": self.per_gene,
+            "genes": list(self.genes),
+            "is_counts": bool(self.is_counts),
+            "target_sum": None if self.target_sum is None else float(self.target_sum),
+            "scale": None if self.scale is None else [float(s) for s in self.scale],
+            "per_gene": bool(self.per_gene),
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> ExpressionScaler:
-        """Rebuild a scaler from :meth:`state_dict`."""
-        scale = None if state["scale"] is None else np.asarray(state["scale"], dtype=np.float32)
-        return cls(is_counts=state["is_counts"], scale=scale, per_gene=state.get("per_gene", True))
+    def from_dict(cls, state: dict) -> Preprocessor:
+        """Rebuild a preprocessor from :meth:`to_dict`."""
+        scale = None if state.get("scale") is None else np.asarray(state["scale"], dtype=np.float32)
+        return cls(
+            genes=list(state["genes"]),
+            is_counts=bool(state["is_counts"]),
+            target_sum=state.get("target_sum"),
+            scale=scale,
+            per_gene=bool(state.get("per_gene", True)),
+        )

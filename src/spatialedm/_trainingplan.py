@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
-import torch
+from scvi.train import TrainingPlan
 
+from ._datasplitter import MASK_KEY
 from ._module import STAGES, SpatialEDMModule
 
 
@@ -52,12 +52,17 @@ def stage_epochs(max_epochs: int, fractions: tuple[float, float, float]) -> tupl
     return a, b, c
 
 
-class SpatialEDMTrainingPlan(pl.LightningModule):
+class SpatialEDMTrainingPlan(TrainingPlan):
     """Trains :class:`~spatialedm._module.SpatialEDMModule` stage by stage.
 
     Epochs ``[0, a)`` train the expression encoder (spatial contrastive), ``[a, a + b)`` the context
     encoder and generator with the encoder frozen, and the rest the refiner with everything else
     frozen. Losses are logged per stage as ``train_loss_<stage>`` / ``validation_loss_<stage>``.
+
+    It subclasses scvi-tools' :class:`~scvi.train.TrainingPlan` for the optimiser set-up
+    (``optimizer``, ``lr``, ``weight_decay``, ``reduce_lr_on_plateau`` ... as there) and its
+    distributed-training helpers, and replaces the steps: scvi's steps compute ELBO terms
+    (reconstruction, KL) that this model does not have, and know no training stages.
 
     Parameters
     ----------
@@ -66,23 +71,26 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
     stage_epochs
         Epochs of the encoder, generator and refiner stages.
     lr
-        Learning rate (AdamW).
+        Learning rate.
     weight_decay
-        AdamW weight decay.
+        Weight decay (AdamW).
+    **kwargs
+        Further options of :class:`~scvi.train.TrainingPlan` (e.g. ``optimizer``).
     """
 
     def __init__(
         self,
         module: SpatialEDMModule,
         stage_epochs: tuple[int, int, int],
+        *,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
+        **kwargs,
     ):
-        super().__init__()
-        self.module = module
+        kwargs.setdefault("optimizer", "AdamW")
+        kwargs.setdefault("eps", 1e-8)  # torch's default; scvi's 0.01 damps the small gradients of this model
+        super().__init__(module, lr=lr, weight_decay=weight_decay, **kwargs)
         self.stage_epochs = tuple(int(e) for e in stage_epochs)
-        self.lr = lr
-        self.weight_decay = weight_decay
 
     @property
     def stage(self) -> str:
@@ -100,37 +108,21 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
     @property
     def _sync(self) -> bool:
         # Under DDP, epoch metrics are averaged over the ranks.
-        return self._trainer is not None and self.trainer.world_size > 1
+        return self._trainer is not None and self.use_sync_dist
 
-    def _log(self, prefix: str, stage: str, out, batch_size: int):
-        sync = self._sync
-        self.log(
-            f"{prefix}_loss_{stage}",
-            out.loss,
-            on_epoch=True,
-            on_step=False,
-            batch_size=batch_size,
-            sync_dist=sync,
-        )
+    def _log_stage(self, prefix: str, stage: str, out, batch_size: int):
+        kw = {"on_epoch": True, "on_step": False, "batch_size": batch_size, "sync_dist": self._sync}
+        self.log(f"{prefix}_loss_{stage}", out.loss, **kw)
         for key, val in out.extra_metrics.items():
-            self.log(
-                f"{prefix}_{key}", val, on_epoch=True, on_step=False, batch_size=batch_size, sync_dist=sync
-            )
+            self.log(f"{prefix}_{key}", val, **kw)
+        # scvi-tools' checkpoint callback monitors "validation_loss": the current stage's loss.
+        self.log(f"{prefix}_loss", out.loss, prog_bar=prefix == "train", **kw)
 
     def training_step(self, batch, batch_idx):
         """One optimisation step of the current stage."""
         stage = self.stage
         out = self.forward(batch, stage)
-        self._log("train", stage, out, batch["mask"].shape[0])
-        self.log(
-            "train_loss",
-            out.loss,
-            on_epoch=True,
-            on_step=False,
-            prog_bar=True,
-            batch_size=batch["mask"].shape[0],
-            sync_dist=self._sync,
-        )
+        self._log_stage("train", stage, out, batch[MASK_KEY].shape[0])
         return out.loss
 
     def validation_step(self, batch, batch_idx):
@@ -139,18 +131,5 @@ class SpatialEDMTrainingPlan(pl.LightningModule):
         if stage == "refiner" and float(self.module.sigma_data) <= 0:
             return None
         out = self.forward(batch, stage)
-        self._log("validation", stage, out, batch["mask"].shape[0])
-        # scvi-tools' checkpoint callback monitors "validation_loss": the current stage's loss.
-        self.log(
-            "validation_loss",
-            out.loss,
-            on_epoch=True,
-            on_step=False,
-            batch_size=batch["mask"].shape[0],
-            sync_dist=self._sync,
-        )
+        self._log_stage("validation", stage, out, batch[MASK_KEY].shape[0])
         return out.loss
-
-    def configure_optimizers(self):
-        """AdamW over all parameters; frozen stages get no gradients and are skipped."""
-        return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)

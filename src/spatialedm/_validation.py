@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 
-def validate_spatial(adata: AnnData, spatial_key: str) -> None:
-    """Check that ``adata.obsm[spatial_key]`` holds finite numeric 2-D or 3-D coordinates.
+def validate_spatial(adata: AnnData, spatial_key: str, batch_key: str | None = None) -> None:
+    """Check that ``adata.obsm[spatial_key]`` holds finite numeric 2-D or 3-D coordinates with spread.
 
     Parameters
     ----------
@@ -18,13 +19,16 @@ def validate_spatial(adata: AnnData, spatial_key: str) -> None:
         The AnnData to check.
     spatial_key
         Key of ``adata.obsm``.
+    batch_key
+        ``obs`` column of sections; each section must have cells at more than one position.
 
     Raises
     ------
     KeyError
         When the key is missing.
     ValueError
-        When the coordinates are not numeric, not finite, or not 2-D/3-D.
+        When the coordinates are not numeric, not finite, not 2-D/3-D, or a section has all its cells at
+        one position.
     """
     if not isinstance(adata, AnnData):
         raise TypeError(f"Expected an AnnData, got {type(adata).__name__}.")
@@ -48,6 +52,18 @@ def validate_spatial(adata: AnnData, spatial_key: str) -> None:
             f"adata.obsm[{spatial_key!r}] has {int(bad.sum())} cells with NaN or infinite coordinates, "
             f"e.g. {adata.obs_names[np.flatnonzero(bad)[:3]].tolist()}."
         )
+    if batch_key is not None and batch_key in adata.obs:
+        sections = adata.obs[batch_key].astype(str).to_numpy()
+    else:
+        sections = np.zeros(adata.n_obs, dtype=object)
+    for name in pd.unique(sections):
+        c = coords[sections == name].astype(np.float64)
+        if len(c) >= 2 and np.ptp(c, axis=0).max() == 0:
+            where = f" in section {batch_key}={name!r}" if batch_key is not None else ""
+            raise ValueError(
+                f"adata.obsm[{spatial_key!r}] has all {len(c)} cells{where} at one position {c[0].tolist()}: "
+                "there is no layout to learn. Check the coordinates (e.g. a column of zeros)."
+            )
 
 
 def validate_expression(adata: AnnData, layer: str | None, expression: str = "auto") -> None:
@@ -86,9 +102,17 @@ def validate_expression(adata: AnnData, layer: str | None, expression: str = "au
         raise ValueError(f"{where} must be numeric, got dtype {values.dtype}.")
     if not np.isfinite(values).all():
         raise ValueError(f"{where} contains NaN or infinite values.")
+    # A layer named as counts ("counts", "raw_counts", ...) is declared as counts just as expression="counts".
+    declared = expression == "counts" or (
+        expression == "auto" and layer is not None and "count" in layer.lower()
+    )
+    how = "expression='counts'" if expression == "counts" else f"its name {layer!r}"
+    if declared and (values < 0).any():
+        raise ValueError(
+            f"{where} is declared as counts ({how}) but has negative values, e.g. {float(values[values < 0][0]):g}; "
+            "pass the raw counts, or expression='log' for log-normalised values."
+        )
     if expression == "counts":
-        if (values < 0).any():
-            raise ValueError(f"{where} is declared as counts (expression='counts') but has negative values.")
         if not np.allclose(values, np.round(values)):
             raise ValueError(
                 f"{where} is declared as counts (expression='counts') but has non-integer values."

@@ -21,8 +21,9 @@ from anndata import AnnData
 from sklearn.decomposition import PCA
 from sklearn.neighbors import KNeighborsRegressor
 
-from ._preprocessing import ExpressionScaler, looks_like_counts
-from .geometry import similarity_apply
+from ._genes import match_genes
+from ._preprocessing import Preprocessor, looks_like_counts
+from .geometry import fit_similarity, unit_rms
 
 logger = logging.getLogger(__name__)
 
@@ -45,30 +46,17 @@ def _batches(adata: AnnData, batch_key: str | None) -> np.ndarray | None:
     return np.asarray(adata.obs[batch_key].astype(str))
 
 
-def _normalize_section(coords: np.ndarray) -> np.ndarray:
-    """Centre coordinates and scale them to unit RMS (root mean squared distance to the centroid)."""
-    c = np.asarray(coords, dtype=np.float64)
-    c = c - c.mean(axis=0, keepdims=True)
-    rms = np.sqrt((c**2).sum(axis=1).mean())
-    return c / rms if rms > 0 else c
-
-
 def _procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Align ``source`` onto ``target`` (same rows) with translation, O(d) and a global scale.
 
     Reflections are allowed because section frames may be mirror images of each other.
     """
-    return similarity_apply(source, target, source)
+    return fit_similarity(source, target).apply(source)
 
 
 def _shared_genes(reference: AnnData, query: AnnData) -> pd.Index:
-    shared = reference.var_names[reference.var_names.isin(query.var_names)]
-    if len(shared) < 2:
-        raise ValueError(
-            f"reference and query share {len(shared)} gene name(s) in var_names; at least 2 are needed "
-            "(check that both use the same gene identifiers, e.g. symbols vs. Ensembl IDs)."
-        )
-    return shared
+    m = match_genes(query.var_names, reference.var_names, what="query", warn=False)
+    return reference.var_names[m.shared]
 
 
 def knn_regression(
@@ -146,14 +134,16 @@ def knn_regression(
     shared = _shared_genes(reference, query)
     logger.info("knn_regression: %d shared genes", len(shared))
 
-    X_ref = _get_X(reference[:, shared], layer)
-    X_query = _get_X(query[:, shared], layer)
-    scaler = ExpressionScaler(is_counts=looks_like_counts(X_ref))
-    Z_ref = scaler.fit_transform(X_ref, _batches(reference, batch_key))
-    Z_query = scaler.transform(X_query, _batches(query, query_batch_key))
-    if not scale_genes:
-        Z_ref *= scaler.scale
-        Z_query *= scaler.scale
+    ref_sub = reference[:, shared]
+    prep = Preprocessor.fit(
+        ref_sub,
+        is_counts=looks_like_counts(_get_X(ref_sub, layer)),
+        layer=layer,
+        batch_key=batch_key,
+        per_gene=scale_genes,
+    )
+    Z_ref = prep.transform(ref_sub, layer=layer, batch_key=batch_key, what="reference")
+    Z_query = prep.transform(query, layer=layer, batch_key=query_batch_key)
 
     n_comps = int(min(n_comps, Z_ref.shape[1], Z_ref.shape[0] - 1))
     pca = PCA(n_components=n_comps, random_state=0).fit(Z_ref)
@@ -172,7 +162,7 @@ def knn_regression(
     for idx in groups:
         k = min(n_neighbors, len(idx))
         reg = KNeighborsRegressor(n_neighbors=k, weights="distance")
-        reg.fit(P_ref[idx], _normalize_section(coords[idx]))
+        reg.fit(P_ref[idx], unit_rms(coords[idx]))
         preds.append(reg.predict(P_query))
 
     if len(preds) == 1:
@@ -224,10 +214,10 @@ def expression_pca(
     X = _get_X(query, layer)
     if dim > min(query.n_obs, query.n_vars):
         raise ValueError(f"dim={dim} exceeds min(n_obs, n_vars) = {min(query.n_obs, query.n_vars)}.")
-    scaler = ExpressionScaler(is_counts=looks_like_counts(X))
-    Z = scaler.fit_transform(X, _batches(query, batch_key))
-    if not scale_genes:
-        Z *= scaler.scale
+    prep = Preprocessor.fit(
+        query, is_counts=looks_like_counts(X), layer=layer, batch_key=batch_key, per_gene=scale_genes
+    )
+    Z = prep.transform(query, layer=layer, batch_key=batch_key, what="query")
     return PCA(n_components=dim, random_state=0).fit_transform(Z)
 
 

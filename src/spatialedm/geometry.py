@@ -1,12 +1,13 @@
 """Gauge-invariant geometry on padded point sets: centring, RMS normalisation and Kabsch over O(d).
 
 A layout predicted from expression is defined only up to translation, rotation and reflection
-(the "gauge"), so every loss aligns the target onto the prediction before comparing them
-(DESIGN.md decision 2). Point sets are batched as ``(B, N, d)`` tensors with a boolean ``mask``
+(the "gauge"), so every loss aligns the target onto the prediction before comparing them. Point sets are batched as ``(B, N, d)`` tensors with a boolean ``mask``
 ``(B, N)`` marking the real points of each set.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -210,15 +211,82 @@ def random_orthogonal(
     return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
 
 
+class Similarity(NamedTuple):
+    """A similarity transform ``x -> (x - mu_source) @ rotation * scale + mu_target``.
+
+    Attributes
+    ----------
+    mu_source, mu_target
+        ``(d,)`` centroids of the two frames.
+    rotation
+        ``(d, d)`` orthogonal matrix (reflections allowed).
+    scale
+        Global scale factor.
+    """
+
+    mu_source: np.ndarray
+    rotation: np.ndarray
+    scale: float
+    mu_target: np.ndarray
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Move ``(n, d)`` points from the source frame into the target frame."""
+        return (points - self.mu_source) @ self.rotation * self.scale + self.mu_target
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """Move ``(n, d)`` points from the target frame back into the source frame."""
+        return (points - self.mu_target) / self.scale @ self.rotation.T + self.mu_source
+
+
+def fit_similarity(source: np.ndarray, target: np.ndarray, scale: str = "lsq") -> Similarity:
+    """Similarity (translation, O(d), global scale) taking ``source`` onto ``target`` (corresponding rows).
+
+    Reflections are allowed: a layout and its mirror image carry the same intrinsic geometry.
+
+    Parameters
+    ----------
+    source, target
+        ``(n, d)`` corresponding points in two frames.
+    scale
+        ``"lsq"``: the least-squares scale (shrinks a noisy source towards its centre); ``"rms"``: match
+        the two point sets' root-mean-square spreads; ``"none"``: no scaling.
+
+    Returns
+    -------
+    The fitted :class:`Similarity`.
+
+    Examples
+    --------
+    >>> a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> np.allclose(fit_similarity(a, 3 * a + 1).apply(np.array([[1.0, 1.0]])), [[4.0, 4.0]])
+    True
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    u, _, vh = np.linalg.svd(s.T @ t)
+    r = u @ vh
+    if scale == "lsq":
+        factor = float(np.sum((s @ r) * t) / max(np.sum(s * s), 1e-12))
+    elif scale == "rms":
+        factor = float(np.sqrt(max(np.sum(t * t), 1e-12) / max(np.sum(s * s), 1e-12)))
+    elif scale == "none":
+        factor = 1.0
+    else:
+        raise ValueError(f"scale must be 'lsq', 'rms' or 'none', got {scale!r}.")
+    return Similarity(mu_s, r, max(factor, 1e-12), mu_t)
+
+
 def align_numpy(source: np.ndarray, target: np.ndarray, scale: bool = True) -> np.ndarray:
-    """NumPy front end of :func:`align` for one point set.
+    """Move ``source`` onto ``target`` (corresponding rows) by translation, O(d) and optionally scale.
 
     Parameters
     ----------
     source, target
         ``(n, d)`` arrays with corresponding rows.
     scale
-        Also fit a global scale factor.
+        Also fit a global (least-squares) scale factor.
 
     Returns
     -------
@@ -231,9 +299,7 @@ def align_numpy(source: np.ndarray, target: np.ndarray, scale: bool = True) -> n
     >>> np.allclose(align_numpy(2 * x[:, ::-1] + 1, x), x, atol=1e-6)
     True
     """
-    s = torch.as_tensor(np.asarray(source, dtype=np.float64))[None]
-    t = torch.as_tensor(np.asarray(target, dtype=np.float64))[None]
-    return align(s, t, None, scale=scale)[0].numpy()
+    return fit_similarity(source, target, scale="lsq" if scale else "none").apply(np.asarray(source, float))
 
 
 def unit_rms(x: np.ndarray) -> np.ndarray:
@@ -257,34 +323,6 @@ def unit_rms(x: np.ndarray) -> np.ndarray:
     return x / max(np.sqrt((x**2).mean()), 1e-12)
 
 
-def similarity_apply(src_anchor: np.ndarray, dst_anchor: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Fit the similarity (O(d), scale, translation) taking ``src_anchor`` onto ``dst_anchor``; apply it.
-
-    Parameters
-    ----------
-    src_anchor, dst_anchor
-        ``(m, d)`` corresponding anchor positions in two frames.
-    points
-        ``(n, d)`` further points in the source frame.
-
-    Returns
-    -------
-    ``points`` in the destination frame.
-
-    Examples
-    --------
-    >>> a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    >>> np.allclose(similarity_apply(a, 3 * a + 1, np.array([[1.0, 1.0]])), [[4.0, 4.0]])
-    True
-    """
-    mu_s, mu_d = src_anchor.mean(0), dst_anchor.mean(0)
-    s, d = src_anchor - mu_s, dst_anchor - mu_d
-    u, _, vh = np.linalg.svd(s.T @ d)
-    r = u @ vh
-    scale = max(float(np.sum((s @ r) * d) / max(np.sum(s * s), 1e-12)), 1e-12)
-    return (points - mu_s) @ r * scale + mu_d
-
-
 def generalised_procrustes(sets: list[np.ndarray], n_iter: int = 5) -> np.ndarray:
     """Consensus layout of the same cells placed in several frames, up to similarity transforms.
 
@@ -303,5 +341,5 @@ def generalised_procrustes(sets: list[np.ndarray], n_iter: int = 5) -> np.ndarra
     """
     mean = unit_rms(sets[0])
     for _ in range(n_iter):
-        mean = unit_rms(np.mean([similarity_apply(s, mean, s) for s in sets], axis=0))
+        mean = unit_rms(np.mean([fit_similarity(s, mean).apply(s) for s in sets], axis=0))
     return mean

@@ -6,7 +6,7 @@ coordinates in ``obsm[spatial_key]`` so that a prediction can be scored; a metho
 describing the split.
 
 Splits are spatial where that is possible, because a random per-cell split leaks each query cell's
-neighbours into the reference (DESIGN.md decision 9); :func:`split_random` exists to measure that leak.
+neighbours into the reference; :func:`split_random` exists to measure that leak.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._preprocessing import log_normalize, looks_like_counts
+from spatialedm import datasets
+from spatialedm.datasets import split_by_mask, split_halves
 
 logger = logging.getLogger(__name__)
 
@@ -51,149 +52,10 @@ TASKS = (
 )
 
 
-def _split(adata: AnnData, query_mask: np.ndarray, task: dict) -> tuple[AnnData, AnnData]:
-    query_mask = np.asarray(query_mask, dtype=bool)
-    if query_mask.all() or not query_mask.any():
-        raise ValueError("The split leaves the reference or the query empty.")
-    reference = adata[~query_mask].copy()
-    query = adata[query_mask].copy()
-    for part, a in (("reference", reference), ("query", query)):
-        a.uns["task"] = {
-            **task,
-            "part": part,
-            "n_reference": int(reference.n_obs),
-            "n_query": int(query.n_obs),
-        }
-    return reference, query
-
-
 def _coords(adata: AnnData, spatial_key: str) -> np.ndarray:
     if spatial_key not in adata.obsm:
         raise KeyError(f"spatial_key {spatial_key!r} not found in adata.obsm.")
     return np.asarray(adata.obsm[spatial_key], dtype=np.float64)
-
-
-def _candidate_directions(d: int) -> np.ndarray:
-    """Unit vectors covering the directions (up to sign) of R^d: 1-degree steps in 2-D, ~2000 in 3-D."""
-    if d == 2:
-        theta = np.radians(np.arange(0.0, 180.0, 1.0))
-        return np.c_[np.cos(theta), np.sin(theta)]
-    if d == 3:  # Fibonacci lattice on the upper hemisphere
-        n = 2000
-        z = (np.arange(n) + 0.5) / n
-        phi = np.arange(n) * np.pi * (3.0 - np.sqrt(5.0))
-        r = np.sqrt(1.0 - z**2)
-        return np.c_[r * np.cos(phi), r * np.sin(phi), z]
-    raise ValueError(f"Only 2-D and 3-D coordinates are supported, got {d}-D.")
-
-
-def _layer_gradient(adata: AnnData, coords: np.ndarray, layer: str | None, n_bins: int = 20) -> np.ndarray:
-    """Unit direction along which expression changes most: the layer normal of a layered tissue.
-
-    For each candidate direction, cells are cut into ``n_bins`` equal-count slabs by their projection,
-    and the fraction of the (log-normalised, per-gene standardised) expression variance explained by
-    the slab means is computed; the direction with the largest fraction wins. Slab means capture
-    non-monotonic layer markers (a gene high only in a middle layer), which a linear fit misses.
-    """
-    X = adata.X if layer is None else adata.layers[layer]
-    Z = log_normalize(X, looks_like_counts(X)).astype(np.float64)
-    Z -= Z.mean(axis=0, keepdims=True)
-    Z /= np.maximum(Z.std(axis=0, keepdims=True), 1e-3)
-    total = (Z**2).sum()
-    C = coords - coords.mean(axis=0, keepdims=True)
-    n = C.shape[0]
-    n_bins = int(max(2, min(n_bins, n // 5)))
-    directions = _candidate_directions(C.shape[1])
-    explained = np.empty(len(directions))
-    for i, u in enumerate(directions):
-        ranks = np.argsort(np.argsort(C @ u, kind="stable"), kind="stable")
-        bins = np.minimum(ranks * n_bins // n, n_bins - 1)
-        sums = np.zeros((n_bins, Z.shape[1]))
-        np.add.at(sums, bins, Z)
-        counts = np.bincount(bins, minlength=n_bins)
-        explained[i] = ((sums**2).sum(axis=1) / np.maximum(counts, 1)).sum() / total
-    best = directions[int(np.argmax(explained))]
-    logger.info("layer gradient %s explains %.3f of expression variance", np.round(best, 3), explained.max())
-    return best
-
-
-def split_halves(
-    adata: AnnData,
-    *,
-    spatial_key: str = "spatial",
-    axis: int | np.ndarray | None = None,
-    layer: str | None = None,
-) -> tuple[AnnData, AnnData]:
-    """Split a layered tissue into two halves by a line perpendicular to its layers.
-
-    The layer gradient (the layer-normal direction) is estimated as the direction in space along which
-    expression changes most: cells are cut into 20 equal-count slabs along each candidate direction
-    (1-degree steps in 2-D, ~2000 directions in 3-D), and the direction whose slab means explain the
-    largest share of the log-normalised, per-gene standardised expression variance wins. (A linear fit
-    of expression PC1 on the coordinates picks the direction *along* the layers on osmFISH, whose PC1 is
-    not a layer axis; the slab criterion finds the layer normal within a few degrees.) The cut runs *parallel* to that
-    gradient, i.e. across the layers, so each half contains every layer: cells are split at the median of
-    their projection on the direction orthogonal to the gradient (in 3-D, the first principal axis of
-    the coordinates within the plane orthogonal to the gradient). The half with the lower projection is
-    the reference.
-
-    Parameters
-    ----------
-    adata
-        Spatial data with coordinates in ``obsm[spatial_key]``.
-    spatial_key
-        Key of the coordinates in ``adata.obsm``.
-    axis
-        The layer-gradient direction, given explicitly: a vector of length ``d``, or an integer naming a
-        coordinate axis. ``None`` estimates it from expression as described above.
-    layer
-        Layer holding the expression used to estimate the gradient (``None``: ``X``).
-
-    Returns
-    -------
-    ``(reference, query)`` copies of ``adata`` with ``uns["task"]`` set (it records the gradient and the
-    cut direction).
-
-    Examples
-    --------
-    >>> import numpy as np, anndata as ad
-    >>> a = ad.AnnData(np.ones((10, 2)))
-    >>> a.obsm["spatial"] = np.c_[np.arange(10), np.zeros(10)]
-    >>> ref, query = split_halves(a, axis=1)  # layers stacked along y: cut along x
-    >>> ref.n_obs, query.n_obs
-    (5, 5)
-    """
-    coords = _coords(adata, spatial_key)
-    d = coords.shape[1]
-    if axis is None:
-        gradient = _layer_gradient(adata, coords, layer)
-    elif np.isscalar(axis):
-        gradient = np.eye(d)[int(axis)]
-    else:
-        gradient = np.asarray(axis, dtype=np.float64).ravel()
-        if gradient.shape != (d,) or np.linalg.norm(gradient) == 0:
-            raise ValueError(f"axis must be a non-zero vector of length {d}.")
-        gradient = gradient / np.linalg.norm(gradient)
-
-    C = coords - coords.mean(axis=0, keepdims=True)
-    if d == 2:
-        direction = np.array([-gradient[1], gradient[0]])
-    else:
-        C_perp = C - np.outer(C @ gradient, gradient)
-        direction = np.linalg.svd(C_perp, full_matrices=False)[2][0]
-    # deterministic sign: the largest component of the cut direction is positive
-    if direction[np.argmax(np.abs(direction))] < 0:
-        direction = -direction
-    proj = C @ direction
-    query_mask = proj > np.median(proj)
-    task = {
-        "name": "halves",
-        "description": "two halves cut across the layers (parallel to the expression gradient); "
-        "reference = lower projection on the cut direction",
-        "gradient": gradient.tolist(),
-        "cut_direction": direction.tolist(),
-    }
-    return _split(adata, query_mask, task)
 
 
 def split_end_slab(
@@ -244,7 +106,7 @@ def split_end_slab(
         "fraction": float(fraction),
         "long_axis": long_axis.tolist(),
     }
-    return _split(adata, query_mask, task)
+    return split_by_mask(adata, query_mask, task)
 
 
 def split_random(adata: AnnData, *, fraction: float = 0.3, seed: int = 0) -> tuple[AnnData, AnnData]:
@@ -281,7 +143,7 @@ def split_random(adata: AnnData, *, fraction: float = 0.3, seed: int = 0) -> tup
         "fraction": float(fraction),
         "seed": int(seed),
     }
-    return _split(adata, query_mask, task)
+    return split_by_mask(adata, query_mask, task)
 
 
 def split_section(
@@ -333,7 +195,7 @@ def split_section(
         "batch_key": batch_key,
         "section": str(section),
     }
-    reference, query = _split(adata, query_mask, task)
+    reference, query = split_by_mask(adata, query_mask, task)
     for a in (reference, query):
         if isinstance(a.obs[batch_key].dtype, pd.CategoricalDtype):
             a.obs[batch_key] = a.obs[batch_key].cat.remove_unused_categories()
@@ -378,11 +240,15 @@ def _read_shared(name: str) -> AnnData:
 
 
 def _log_normalize_inplace(adata: AnnData) -> None:
-    """Library-size normalise and log1p non-integer count-like data (MERFISH volume-normalised counts)."""
-    from scipy import sparse
+    """Normalise non-integer count-like data (MERFISH volume-normalised counts) as scanpy does.
+
+    Library size to the median library size, then ``log1p``; the raw values stay in ``layers["counts"]``.
+    """
+    import scanpy as sc
 
     adata.layers["counts"] = adata.X.copy()
-    adata.X = sparse.csr_matrix(log_normalize(adata.X, is_counts=True))
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
 
 
 def available_tasks() -> list[str]:
@@ -406,10 +272,6 @@ def available_tasks() -> list[str]:
             if (shared_data_dir() / _SHARED_FILES[name]).is_file():
                 out.append(name)
         else:
-            try:
-                from . import datasets  # noqa: F401
-            except ImportError:
-                continue
             out.append(name)
     return out
 
@@ -457,8 +319,6 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; choose from {list(TASKS)}.")
     if name.startswith("osmfish") or name.startswith("embryo"):
-        from . import datasets
-
         if name.startswith("osmfish"):
             adata = datasets.osmfish_cortex()
             if "duplicate" in adata.obs:  # exact copies sit at distance 0 and distort neighbourhoods
@@ -473,7 +333,7 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
             reference, query = split_random(adata, fraction=0.3, seed=seed)
     else:
         adata = _read_shared(name)
-        if name == "merfish_section" and not looks_like_counts(adata.X):
+        if name == "merfish_section":  # volume-normalised counts (not integers)
             _log_normalize_inplace(adata)
         reference, query = split_section(adata, batch_key="section")
 

@@ -1,9 +1,11 @@
-"""Training sets drawn from reference sections, and the Lightning data module that serves them.
+"""Training sets drawn from reference sections, and the data splitter that serves them to Lightning.
 
 A training example is a *set* of cells with their expression and the set's own normalised
 coordinates. Sets mix local patches with random subsets of a whole section, so that they look like
-the dissociated cells the model will be asked to place (DESIGN.md decision 8). Validation uses a
-contiguous spatial block of each section, never seen in training (decision 9).
+the dissociated cells the model will be asked to place. Validation uses a contiguous spatial block of
+each section, never seen in training (a random per-cell split would leak each cell's neighbours); the
+block is stored with the model so that diagnostics after :meth:`~spatialedm.SpatialEDM.load` score
+the same held-out cells.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._config import SetConfig
 from ._constants import REGISTRY_KEYS
+from .geometry import unit_rms
 
 MASK_KEY = "mask"
 
 
 def normalize_sections(coords: np.ndarray, sections: np.ndarray) -> np.ndarray:
-    """Centre each section and scale it to unit per-axis RMS.
+    """Centre each section and scale it to unit per-axis RMS (:func:`~spatialedm.geometry.unit_rms`).
 
     Parameters
     ----------
@@ -38,8 +41,7 @@ def normalize_sections(coords: np.ndarray, sections: np.ndarray) -> np.ndarray:
     out = np.empty_like(coords, dtype=np.float32)
     for s in np.unique(sections):
         idx = sections == s
-        c = coords[idx] - coords[idx].mean(0)
-        out[idx] = c / max(np.sqrt((c**2).mean()), 1e-12)
+        out[idx] = unit_rms(coords[idx])
     return out
 
 
@@ -172,9 +174,7 @@ class SetDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         idx = self.fixed_sets[i] if self.fixed_sets is not None else self.sampler.draw(self.rng)
-        c = self.coords[idx]
-        c = c - c.mean(0)
-        c = c / max(np.sqrt((c**2).mean()), 1e-12)
+        c = unit_rms(self.coords[idx])
         return {REGISTRY_KEYS.X_KEY: self.expression[idx], REGISTRY_KEYS.SPATIAL_KEY: c.astype(np.float32)}
 
 
@@ -205,48 +205,64 @@ def collate_sets(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     return out
 
 
-class SetDataModule(pl.LightningDataModule):
-    """Lightning data module serving training sets and fixed validation sets from a held-out block.
+class SetDataSplitter(pl.LightningDataModule):
+    """Serves training sets and fixed validation sets from a spatially held-out block of each section.
+
+    The counterpart of scvi-tools' :class:`~scvi.dataloaders.DataSplitter` for a model trained on sets
+    of cells: it reads the registered expression (through the model's fitted preprocessor),
+    coordinates and sections, holds out one contiguous block per section (or the cells given as
+    ``validation_indices``) and draws random sets from the rest.
 
     Parameters
     ----------
-    expression
-        ``(n, G)`` preprocessed reference expression.
-    coords
-        ``(n, d)`` raw reference coordinates.
-    sections
-        Integer section code per cell.
+    adata_manager
+        The model's :class:`~scvi.data.AnnDataManager`.
+    preprocessor
+        The model's fitted :class:`~spatialedm._preprocessing.Preprocessor`.
     config
         Set configuration.
     seed
         Seed of the split and of the set draws.
+    validation_indices
+        Cells to hold out instead of drawing a new block (e.g. the block stored with a loaded model).
     """
 
     def __init__(
         self,
-        expression: np.ndarray,
-        coords: np.ndarray,
-        sections: np.ndarray,
+        adata_manager,
+        preprocessor,
         config: SetConfig,
         seed: int = 0,
+        validation_indices: np.ndarray | None = None,
     ):
         super().__init__()
         self.config = config
+        setup = adata_manager.registry["setup_args"]
+        expression = preprocessor.transform(
+            adata_manager.adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"), what="reference"
+        )
+        coords = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY), dtype=np.float64)
+        sections = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         rng = np.random.default_rng(seed)
         self.coords = normalize_sections(coords, sections)
-        self.val_mask = spatial_block_split(self.coords, sections, config.validation_fraction, rng)
+        if validation_indices is None:
+            self.val_mask = spatial_block_split(self.coords, sections, config.validation_fraction, rng)
+        else:
+            self.val_mask = np.zeros(len(coords), dtype=bool)
+            self.val_mask[np.asarray(validation_indices, dtype=np.int64)] = True
+        self.train_idx = np.flatnonzero(~self.val_mask)
+        self.val_idx = np.flatnonzero(self.val_mask)
+        self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
         train_sampler = SetSampler(self.coords, sections, ~self.val_mask, config)
         self.train_dataset = SetDataset(
             expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1
         )
         self.val_dataset = None
-        if self.val_mask.sum() >= 2 and config.n_validation_sets > 0:
+        if self.n_val >= 2 and config.n_validation_sets > 0:
             val_sampler = SetSampler(self.coords, sections, self.val_mask, config)
             self.val_dataset = SetDataset(
                 expression, self.coords, val_sampler, config.n_validation_sets, seed + 2, fixed=True
             )
-        self.n_train = int((~self.val_mask).sum())
-        self.n_val = int(self.val_mask.sum())
 
     def train_dataloader(self) -> DataLoader:
         """Training sets; a new random draw each epoch."""

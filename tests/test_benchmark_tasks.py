@@ -4,10 +4,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
-from spatialedm import tasks
-from spatialedm.datasets import synthetic_tissue
-from spatialedm.tasks import (
+from benchmarks import tasks
+from benchmarks.tasks import (
     available_tasks,
     load_task,
     split_end_slab,
@@ -15,6 +13,8 @@ from spatialedm.tasks import (
     split_random,
     split_section,
 )
+
+from spatialedm.datasets import synthetic_tissue
 
 
 def _layered(n=1200, n_genes=15, angle_deg=30.0, seed=0):

@@ -1,0 +1,168 @@
+"""Inference: turn the cells of a query into one layout (sets → network predictions → one frame).
+
+A query larger than one set is split into overlapping random subsets that share anchor cells; each
+subset is placed on its own and moved into one frame by generalised Procrustes on the anchors, so
+memory grows linearly with the number of cells.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
+
+logger = logging.getLogger(__name__)
+
+#: Cells shared by all subsets of a stitched layout (they fix the common frame).
+N_ANCHORS = 128
+#: Subsets predicted in one forward pass.
+SETS_PER_PASS = 16
+
+
+class RowSource(Protocol):
+    """Anything that yields model input rows: an :class:`~spatialedm._preprocessing.ExpressionView`."""
+
+    n_obs: int
+    n_genes: int
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Model input ``(len(idx), n_genes)`` for cells ``idx``."""
+
+
+class ArrayRows:
+    """A :class:`RowSource` over an in-memory ``(n_obs, n_genes)`` array of model inputs.
+
+    Parameters
+    ----------
+    X
+        Preprocessed expression.
+    """
+
+    def __init__(self, X: np.ndarray):
+        self.X = np.asarray(X, dtype=np.float32)
+        self.n_obs, self.n_genes = self.X.shape
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of the array."""
+        return self.X[np.asarray(idx)]
+
+
+class LayoutPredictor:
+    """Places cells with a trained module, set by set, and assembles one layout.
+
+    Parameters
+    ----------
+    module
+        The trained :class:`~spatialedm._module.SpatialEDMModule` (in eval mode).
+    device
+        Torch device of the module.
+    set_size
+        Cells per set; larger queries are stitched from overlapping subsets.
+    """
+
+    def __init__(self, module, device, set_size: int):
+        if set_size < 2:
+            raise ValueError(f"set_size must be at least 2, got {set_size}.")
+        self.module = module
+        self.device = device
+        self.set_size = int(set_size)
+
+    @staticmethod
+    def _check_finite(v: np.ndarray, stage: str) -> None:
+        if not np.isfinite(v).all():
+            raise FloatingPointError(
+                f"The {stage} produced non-finite coordinates. The model's weights may be corrupted or the "
+                "input far outside the reference's range; check the input expression, retrain, or reload the "
+                "model from a file that passes its checksum."
+            )
+
+    def _predict_sets(self, source: RowSource, subsets, gen, stochastic, sample_kwargs) -> list[np.ndarray]:
+        out = []
+        for start in range(0, len(subsets), SETS_PER_PASS):
+            chunk = subsets[start : start + SETS_PER_PASS]
+            n_max = max(len(s) for s in chunk)
+            x = np.zeros((len(chunk), n_max, source.n_genes), dtype=np.float32)
+            mask = np.zeros((len(chunk), n_max), dtype=bool)
+            for b, s in enumerate(chunk):
+                x[b, : len(s)] = source.rows(s)
+                mask[b, : len(s)] = True
+            v = self.module.sample(
+                torch.from_numpy(x).to(self.device),
+                torch.from_numpy(mask).to(self.device),
+                generator=gen,
+                stochastic=stochastic,
+                **sample_kwargs,
+            )
+            v = v.float().cpu().numpy()
+            self._check_finite(v, "refiner" if sample_kwargs.get("refine", True) else "generator")
+            out.extend(v[b, : len(s)].astype(np.float64) for b, s in enumerate(chunk))
+        return out
+
+    def _one_layout(self, source: RowSource, gen, stochastic, sample_kwargs) -> np.ndarray:
+        n = source.n_obs
+        if n <= self.set_size:
+            return self._predict_sets(source, [np.arange(n)], gen, stochastic, sample_kwargs)[0]
+        perm = torch.randperm(n, generator=gen).numpy()
+        n_anchor = min(N_ANCHORS, self.set_size // 2)
+        anchors, rest = perm[:n_anchor], perm[n_anchor:]
+        n_sub = int(np.ceil(len(rest) / (self.set_size - n_anchor)))
+        # Spread the cells evenly over the subsets so the last one is not tiny.
+        parts = np.array_split(rest, n_sub)
+        subsets = [np.concatenate([anchors, p]) for p in parts]
+        preds = self._predict_sets(source, subsets, gen, stochastic, sample_kwargs)
+        frame = generalised_procrustes([p[:n_anchor] for p in preds])
+        layout = np.zeros((n, preds[0].shape[1]))
+        layout[anchors] = frame
+        for p, part in zip(preds, parts):
+            layout[part] = fit_similarity(p[:n_anchor], frame).apply(p[n_anchor:])
+        return layout
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        source: RowSource,
+        *,
+        refine: bool = True,
+        n_samples: int = 1,
+        sigma_start: float | None = None,
+        n_steps: int | None = None,
+        seed: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Layout of every cell of ``source`` and, with ``n_samples > 1``, each cell's spread.
+
+        Parameters
+        ----------
+        source
+            Model input rows.
+        refine, sigma_start, n_steps
+            See :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`.
+        n_samples
+            With more than one, also draw this many stochastic refinements (with fresh subsets) and
+            return each cell's RMS distance from the deterministic layout.
+        seed
+            Seed of the noise and of the subsets.
+
+        Returns
+        -------
+        ``(layout, spread)``: the deterministic layout, centred with unit per-axis RMS, and the per-cell
+        spread (``None`` when ``n_samples == 1``).
+        """
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+        gen = torch.Generator().manual_seed(
+            int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
+        )
+        self.module.eval()
+        kw = {"refine": refine, "sigma_start": sigma_start, "n_steps": n_steps}
+        layout = unit_rms(self._one_layout(source, gen, False, kw))
+        spread = None
+        if n_samples > 1:
+            # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
+            # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
+            draws = [align_numpy(self._one_layout(source, gen, True, kw), layout) for _ in range(n_samples)]
+            spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
+        return layout, spread

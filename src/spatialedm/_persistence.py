@@ -1,0 +1,408 @@
+"""Saving and loading models without executable content.
+
+A saved model is three files in one folder, each name starting with an optional ``prefix``:
+
+- ``model.json``: what the model is (class, format version, package version, the AnnData registry,
+  configuration, preprocessing, training history) as plain JSON, and the SHA-256 of the weights file;
+- ``weights.pt``: the network weights, a flat mapping of names to tensors, read back with
+  ``torch.load(weights_only=True)``, which refuses any other object;
+- ``adata.h5ad`` (only with ``save_anndata=True``): the reference AnnData.
+
+Loading checks the checksum, that every weight is finite and that the tensors fit the network, before
+anything is built. Files written by spatialedm 0.1.0 (a pickled ``model.pt``, which can run code when
+unpickled) are refused unless converted once, explicitly, with :func:`convert_legacy_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "spatialedm-model"
+FORMAT_VERSION = 1
+METADATA_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+ADATA_FILE = "adata.h5ad"
+LEGACY_FILE = "model.pt"
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]*$")
+#: Model attributes that are not saved: the training split's complement and run bookkeeping.
+_SKIPPED = {"train_indices_", "test_indices_", "init_params_", "registry_"}
+
+
+class ModelFileError(ValueError):
+    """A model folder that cannot be loaded safely: missing, corrupted, tampered with or of an old format."""
+
+
+def _package_version() -> str:
+    try:
+        return version("spatialedm")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def check_prefix(prefix: str | None) -> str:
+    """Return ``prefix`` (``""`` for ``None``) after checking that it names files, not paths.
+
+    Parameters
+    ----------
+    prefix
+        File-name prefix given to :meth:`~spatialedm.SpatialEDM.save` or ``load``.
+
+    Returns
+    -------
+    The prefix.
+
+    Raises
+    ------
+    ValueError
+        When it contains a path separator, ``..`` or characters outside letters, digits, ``_ . -``.
+
+    Examples
+    --------
+    >>> check_prefix("run1_")
+    'run1_'
+    """
+    prefix = "" if prefix is None else str(prefix)
+    if ".." in prefix or not _PREFIX.match(prefix):
+        raise ValueError(
+            f"prefix {prefix!r} must be a plain file-name prefix (letters, digits, '_', '.', '-'; no path "
+            "separators or '..'): it may not point outside the model folder."
+        )
+    return prefix
+
+
+def _to_json(obj):
+    """Plain JSON for the model's attributes: arrays and data frames are tagged so they round-trip."""
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": _to_json(obj.tolist()), "dtype": str(obj.dtype)}
+    if isinstance(obj, pd.DataFrame):
+        split = obj.to_dict(orient="split")
+        return {"__dataframe__": _to_json({k: split[k] for k in ("index", "columns", "data")})}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"Cannot save an attribute of type {type(obj).__name__} as JSON.")
+
+
+def _from_json(obj):
+    if isinstance(obj, list):
+        return [_from_json(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__ndarray__" in obj:
+        dtype = obj.get("dtype", "float64")
+        return np.array(obj["__ndarray__"], dtype=object if dtype == "object" else np.dtype(dtype))
+    if "__dataframe__" in obj:
+        d = obj["__dataframe__"]
+        return pd.DataFrame(d["data"], index=d["index"], columns=d["columns"])
+    return {k: _from_json(v) for k, v in obj.items()}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_model(
+    model, dir_path, *, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False
+):
+    """Write ``model`` into ``dir_path`` as JSON metadata and a tensors-only weights file.
+
+    Parameters
+    ----------
+    model
+        A :class:`~spatialedm.SpatialEDM`.
+    dir_path
+        Folder (created if needed). Other files in it are never touched.
+    prefix
+        File-name prefix (see :func:`check_prefix`).
+    overwrite
+        Replace a model saved there before under the same prefix (only its files).
+    save_anndata
+        Also write the reference AnnData.
+    """
+    prefix = check_prefix(prefix)
+    folder = Path(dir_path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{dir_path} exists and is not a folder.")
+    names = {
+        "metadata": prefix + METADATA_FILE,
+        "weights": prefix + WEIGHTS_FILE,
+        "adata": prefix + ADATA_FILE,
+    }
+    existing = [n for n in names.values() if (folder / n).exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{dir_path} already holds a saved model ({', '.join(existing)}); pass overwrite=True to replace it "
+            "(only these files are replaced)."
+        )
+    if save_anndata and model.adata is None:
+        raise ValueError("save_anndata=True, but the model has no reference AnnData attached.")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
+    attributes = {k: v for k, v in model._get_user_attributes() if k.endswith("_") and k not in _SKIPPED}
+    _write_atomic(folder / names["weights"], lambda tmp: torch.save(state, tmp))
+    if save_anndata:
+        _write_atomic(folder / names["adata"], lambda tmp: model.adata.write_h5ad(tmp))
+    elif (folder / names["adata"]).exists():
+        os.remove(folder / names["adata"])  # a stale reference from an earlier save would be attached on load
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spatialedm_version": _package_version(),
+        "class": type(model).__name__,
+        "weights_sha256": _sha256(folder / names["weights"]),
+        "registry": _to_json(model.registry_),
+        "attributes": _to_json(attributes),
+    }
+    # The metadata goes last: a crash before it leaves the previous model.json, whose checksum then
+    # refuses the half-written pair instead of loading mismatched weights.
+    text = json.dumps(metadata, indent=1)
+    _write_atomic(folder / names["metadata"], lambda tmp: Path(tmp).write_text(text))
+    logger.info("Saved the model to %s", folder)
+
+
+def _legacy_refusal(path: Path) -> ModelFileError:
+    return ModelFileError(
+        f"{path} is a model saved by spatialedm 0.1.0 in a pickle-based format, which can run code when it is "
+        "opened, so it is not loaded. If you trust where it came from, convert it once with "
+        f"spatialedm.convert_legacy_model({str(path.parent)!r}, trust_pickle=True) and load the converted "
+        "folder; otherwise retrain the model (spatialedm fit)."
+    )
+
+
+def read_checked(dir_path, prefix: str | None = None) -> tuple[dict, dict[str, torch.Tensor], Path | None]:
+    """Read and check a saved model's metadata and weights (no model is built).
+
+    Parameters
+    ----------
+    dir_path
+        Folder written by :func:`save_model`.
+    prefix
+        File-name prefix.
+
+    Returns
+    -------
+    ``(metadata, state_dict, adata_path)``; ``adata_path`` is ``None`` when no AnnData was saved.
+
+    Raises
+    ------
+    ModelFileError
+        When files are missing, of an older format, corrupted, tampered with or hold non-finite weights.
+    """
+    prefix = check_prefix(prefix)
+    folder = Path(dir_path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"No saved model folder at {dir_path}.")
+    meta_path = folder / (prefix + METADATA_FILE)
+    if not meta_path.is_file():
+        if (folder / (prefix + LEGACY_FILE)).is_file():
+            raise _legacy_refusal(folder / (prefix + LEGACY_FILE))
+        raise ModelFileError(f"{dir_path} holds no saved model ({meta_path.name} not found).")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"{meta_path} is not valid JSON ({err}); the model file is corrupted.") from err
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{meta_path} is not a spatialedm model description.")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{meta_path} was written by spatialedm {metadata.get('spatialedm_version')} in a newer format "
+            f"({metadata.get('format_version')}); upgrade spatialedm to load it."
+        )
+    weights = folder / (prefix + WEIGHTS_FILE)
+    if not weights.is_file():
+        raise ModelFileError(f"{weights} is missing.")
+    if _sha256(weights) != metadata.get("weights_sha256"):
+        raise ModelFileError(
+            f"The checksum of {weights} does not match the one recorded in {meta_path.name}: the weights were "
+            "corrupted or modified after saving. Re-save the model or retrain it."
+        )
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ModelFileError(
+            f"{weights} holds something other than plain tensors and is refused ({type(err).__name__})."
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{weights} is not a mapping of names to tensors.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(
+            f"{weights} holds non-finite weights (NaN or infinity) in {bad[:3]}; the model cannot be used. "
+            "Retrain it."
+        )
+    adata_path = folder / (prefix + ADATA_FILE)
+    return metadata, state, adata_path if adata_path.is_file() else None
+
+
+def load_model(
+    cls,
+    dir_path,
+    *,
+    adata: AnnData | None = None,
+    prefix: str | None = None,
+    accelerator="auto",
+    device="auto",
+):
+    """Build a model of class ``cls`` from a folder written by :func:`save_model`.
+
+    Parameters
+    ----------
+    cls
+        The model class (:class:`~spatialedm.SpatialEDM`).
+    dir_path
+        The folder.
+    adata
+        Reference AnnData to attach: it must hold the model's genes in the model's order and the registered
+        coordinates; any other AnnData (a query) is only checked for the model's genes and not attached.
+    prefix
+        File-name prefix.
+    accelerator, device
+        Where to put the model (as in scvi-tools).
+
+    Returns
+    -------
+    The loaded model, in evaluation mode.
+    """
+    from scvi.model._utils import parse_device_args
+
+    from ._genes import match_genes
+
+    metadata, state, adata_path = read_checked(dir_path, prefix)
+    if metadata.get("class") != cls.__name__:
+        raise ModelFileError(f"{dir_path} holds a {metadata.get('class')} model, not a {cls.__name__}.")
+    registry = _from_json(metadata["registry"])
+    attributes = _from_json(metadata["attributes"])
+    genes = attributes["preprocessor_"]["genes"]
+    setup = registry["setup_args"]
+    if adata is None and adata_path is not None:
+        import anndata as ad
+
+        adata = ad.read_h5ad(adata_path)
+    if adata is not None:
+        match_genes(adata.var_names, genes, what="AnnData passed to load", warn=False)
+        is_reference = list(map(str, adata.var_names)) == list(genes) and setup["spatial_key"] in adata.obsm
+        if is_reference:
+            cls.setup_anndata(adata, source_registry=registry, **setup)
+        else:
+            logger.info(
+                "The AnnData is not the model's reference; loaded without one (pass it to get_latent_coordinates)."
+            )
+            adata = None
+    model = cls(adata, registry=registry, **attributes["model_config_"])
+    for key, value in attributes.items():
+        setattr(model, key, value)
+    try:
+        model.module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ModelFileError(
+            f"The weights in {dir_path} do not fit the network described in its metadata: {err}"
+        ) from err
+    _, _, torch_device = parse_device_args(accelerator=accelerator, devices=device, return_device="torch")
+    model.to_device(torch_device)
+    model.module.eval()
+    return model
+
+
+def convert_legacy_model(
+    dir_path, out_path=None, *, trust_pickle: bool = False, prefix: str | None = None
+) -> Path:
+    """Convert a model folder saved by spatialedm 0.1.0 (pickled ``model.pt``) to the current format.
+
+    The old format is a Python pickle: opening it can run arbitrary code. Convert only files whose origin
+    you trust, once; the converted folder then loads safely with :meth:`~spatialedm.SpatialEDM.load`.
+
+    Parameters
+    ----------
+    dir_path
+        The old model folder.
+    out_path
+        Folder for the converted model (default: ``dir_path`` itself; ``model.pt`` is left in place).
+    trust_pickle
+        Must be ``True``: you confirm that you trust the file.
+    prefix
+        File-name prefix of the old files.
+
+    Returns
+    -------
+    The folder holding the converted model.
+
+    Examples
+    --------
+    >>> convert_legacy_model("old_model", "model_v2", trust_pickle=True)  # doctest: +SKIP
+    """
+    from ._model import SpatialEDM
+
+    if not trust_pickle:
+        raise ValueError(
+            "Converting opens a pickle, which can run code: pass trust_pickle=True only for a file you trust."
+        )
+    prefix = check_prefix(prefix)
+    path = Path(dir_path) / (prefix + LEGACY_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"No spatialedm 0.1.0 model file at {path}.")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    attributes = dict(saved["attr_dict"])
+    config = dict(attributes.pop("model_config_"))
+    for option, default in (
+        ("refiner_target", "residual"),
+        ("refiner_loss", "plain"),
+        ("sigma_data_scale", 1.0),
+    ):
+        if config.pop(option, default) != default:
+            raise ModelFileError(
+                f"The model was trained with the study option {option}={saved['attr_dict']['model_config_'][option]!r}, "
+                "which this version no longer has; retrain it."
+            )
+    scaler = attributes.pop("scaler_state_")
+    attributes["preprocessor_"] = {
+        "genes": list(attributes.pop("var_names_")),
+        "is_counts": bool(scaler["is_counts"]),
+        "target_sum": 1e4 if scaler["is_counts"] else None,  # the fixed target of 0.1.0
+        "scale": scaler["scale"],
+        "per_gene": bool(scaler.get("per_gene", True)),
+    }
+    registry = attributes.pop("registry_")
+    attributes.pop("init_params_", None)
+    model = SpatialEDM(None, registry=registry, **config)
+    for key, value in attributes.items():
+        setattr(model, key, value)
+    state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
+    model.module.load_state_dict(state, strict=True)
+    out = Path(out_path) if out_path is not None else Path(dir_path)
+    save_model(model, out, prefix=prefix, overwrite=True)
+    return out
