@@ -41,6 +41,9 @@ _SHARED_FILES = {
     "dlpfc_section": "dlpfc_donor3.h5ad",
     "merfish_section": "merfish_hypothalamus.h5ad",
 }
+#: Layer normal of the osmFISH section (duplicates removed) for ``osmfish_halves``.
+OSMFISH_LAYER_NORMAL = (0.43837114678907746, 0.898794046299167)
+
 TASKS = (
     "osmfish_halves",
     "osmfish_random",
@@ -282,7 +285,7 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     ===================  ==================================================================================
     name                 split
     ===================  ==================================================================================
-    ``osmfish_halves``   osmFISH cortex (3,405 cells × 33 genes, counts): :func:`split_halves`
+    ``osmfish_halves``   osmFISH cortex (3,405 cells × 33 genes, counts): :func:`split_halves` (fixed normal)
     ``osmfish_random``   osmFISH cortex: :func:`split_random` (30%, ``seed``)
     ``embryo_slab``      Drosophila embryo (3,039 × 84, normalised, 3-D): :func:`split_end_slab` (25%)
     ``embryo_random``    Drosophila embryo: :func:`split_random` (30%, ``seed``)
@@ -308,7 +311,8 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     ``(reference, query, info)``; the query still holds its true coordinates in ``obsm["spatial"]``.
     ``info`` has ``layer`` and ``batch_key`` (pass them to ``SpatialEDM.setup_anndata`` and to the
     baselines; ``batch_key`` is ``None`` for single-section data), plus ``name``, ``spatial_key``, ``dim``
-    and ``description``.
+    ``description`` and ``labels_key`` (the ``obs`` column of cell labels for the neighbourhood-enrichment
+    agreement, ``None`` without labels).
 
     Examples
     --------
@@ -326,7 +330,9 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
         else:
             adata = datasets.drosophila_embryo()
         if name == "osmfish_halves":
-            reference, query = split_halves(adata)
+            # The layer normal estimated by split_halves with spatialedm 0.1.0's preprocessing, fixed so that
+            # every result (and the peers' runs) uses the same two halves.
+            reference, query = split_halves(adata, axis=OSMFISH_LAYER_NORMAL)
         elif name == "embryo_slab":
             reference, query = split_end_slab(adata, fraction=0.25)
         else:
@@ -338,8 +344,10 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
         reference, query = split_section(adata, batch_key="section")
 
     batch_key = "section" if "section" in reference.obs and reference.obs["section"].nunique() > 1 else None
+    labels = {"starmap_section": "cell_type", "dlpfc_section": "layer", "merfish_section": "cell_class"}
     info = {
         "name": name,
+        "labels_key": labels.get(name),
         "layer": None,
         "batch_key": batch_key,
         "spatial_key": "spatial",

@@ -192,3 +192,19 @@ def test_sigma_diagnostics_renders(tmp_path):
         sem.pl.sigma_diagnostics(df.drop(columns="sigma_over_data"))
     with pytest.raises(ValueError, match="no column for any"):
         sem.pl.sigma_diagnostics(df[["sigma_over_data", "unrelated"]])
+
+
+def test_unreadable_inputs_and_outputs_fail_in_one_line_before_work(tmp_path, capsys, monkeypatch):
+    import h5py
+
+    not_anndata = tmp_path / "x.h5ad"
+    with h5py.File(not_anndata, "w") as fh:
+        fh["junk"] = np.arange(3)
+    err = _error_of(["fit", str(not_anndata), "-o", str(tmp_path / "m")], capsys)
+    assert "cannot read" in err and "as an AnnData" in err
+    # predict into a folder that does not exist: refused before the model or the query is read
+    (tmp_path / "model").mkdir()
+    called = []
+    monkeypatch.setattr(sem.SpatialEDM, "load", classmethod(lambda cls, *a, **k: called.append(1)))
+    err = _error_of(["predict", str(tmp_path / "model"), str(not_anndata), "-o", str(tmp_path / "no" / "o.h5ad")], capsys)
+    assert "does not exist" in err and not called

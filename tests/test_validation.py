@@ -220,3 +220,35 @@ def test_backed_reference_trains(tmp_path, tiny, tiny_sets):
     model = sem.SpatialEDM(backed, **tiny)
     model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
     assert model.get_latent_coordinates(backed, seed=0, key_added=None).shape == (200, 2)
+
+
+def test_zero_spatial_spread_in_a_section_is_refused(tissue):
+    adata = tissue.copy()
+    first = adata.obs["section"].astype(str).to_numpy() == adata.obs["section"].astype(str).iloc[0]
+    adata.obsm["spatial"][first] = 5.0
+    with pytest.raises(ValueError, match="all .* cells in section section=.* at one position"):
+        sem.SpatialEDM.setup_anndata(adata, batch_key="section")
+    single = tissue.copy()
+    single.obsm["spatial"][:] = 0.0
+    with pytest.raises(ValueError, match="at one position"):
+        sem.SpatialEDM.setup_anndata(single)
+
+
+def test_query_batch_with_nan_is_refused_naming_the_key(trained, tissue):
+    query = tissue.copy()
+    query.obs["section"] = query.obs["section"].astype(object)
+    query.obs.iloc[3, query.obs.columns.get_loc("section")] = np.nan
+    with pytest.raises(ValueError, match=r"obs\['section'\] has 1 missing values"):
+        trained.get_latent_coordinates(query)
+
+
+def test_negative_values_in_a_counts_layer_are_refused(tissue):
+    adata = tissue.copy()
+    adata.layers["counts"] = adata.X.copy()
+    adata.layers["counts"][0, 0] = -1.0
+    with pytest.raises(ValueError, match=r"layers\['counts'\] is declared as counts \(its name 'counts'\)"):
+        sem.SpatialEDM.setup_anndata(adata, layer="counts")
+    with pytest.raises(ValueError, match="expression='counts'"):
+        sem.SpatialEDM.setup_anndata(adata, layer="counts", expression="counts")
+    adata.layers["scaled"] = adata.layers["counts"]
+    sem.SpatialEDM.setup_anndata(adata, layer="scaled", expression="log")  # declared log: accepted

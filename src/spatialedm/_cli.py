@@ -143,8 +143,37 @@ def _read(path: str):
         raise CLIError(f"file not found: {path}")
     try:
         return ad.read_h5ad(path)
-    except OSError as err:
-        raise CLIError(f"cannot read {path} as .h5ad: {err}") from err
+    except Exception as err:
+        raise CLIError(f"cannot read {path} as an AnnData .h5ad file ({type(err).__name__}: {err})") from err
+
+
+def _check_output_file(path: str) -> None:
+    """Refuse, before any work, an output file whose folder is missing or not writable."""
+    import os
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"cannot write {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise CLIError(f"cannot write {path}: the folder {parent} is not writable")
+    if Path(path).is_dir():
+        raise CLIError(f"cannot write {path}: it is a folder; give a file name such as out.h5ad")
+
+
+def _check_model_folder(path: str, overwrite: bool) -> None:
+    """Refuse, before training, a model folder that cannot be written or already holds a model."""
+    import os
+
+    from ._persistence import METADATA_FILE
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"{out} exists and is not a folder")
+    if (out / METADATA_FILE).exists() and not overwrite:
+        raise CLIError(f"{out} already holds a saved model; pass --overwrite to replace it (only its files)")
+    existing = next((p for p in (out, *out.resolve().parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise CLIError(f"cannot write the model to {out}: {existing} is not writable")
 
 
 def _fit(args) -> None:
@@ -153,8 +182,7 @@ def _fit(args) -> None:
     from ._model import SpatialEDM
 
     out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise CLIError(f"{out} exists and is not empty; pass --overwrite to replace it.")
+    _check_model_folder(args.output, args.overwrite)
     scvi.settings.seed = args.seed
     adata = _read(args.reference)
     logger.info("Read %s: %d cells x %d genes", args.reference, adata.n_obs, adata.n_vars)
@@ -184,9 +212,10 @@ def _predict(args) -> None:
         raise CLIError(f"model folder not found: {args.model}")
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be at least 1, got {args.n_samples}.")
+    _check_output_file(args.output)
+    query = _read(args.query)
     model = SpatialEDM.load(args.model)
     logger.info("Loaded the model from %s (%d genes)", args.model, len(model.preprocessor_["genes"]))
-    query = _read(args.query)
     logger.info(
         "Placing %d query cells (%s, %d sample(s))...",
         query.n_obs,
@@ -291,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         {"fit": _fit, "predict": _predict, "demo": _demo}[args.command](args)
-    except (CLIError, KeyError, ValueError, FileNotFoundError) as err:
+    except (CLIError, KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
         if args.debug:
             raise
         # KeyError's str() quotes its message; print the message itself, on one line

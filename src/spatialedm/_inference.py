@@ -71,15 +71,6 @@ class LayoutPredictor:
         self.device = device
         self.set_size = int(set_size)
 
-    @staticmethod
-    def _check_finite(v: np.ndarray, stage: str) -> None:
-        if not np.isfinite(v).all():
-            raise FloatingPointError(
-                f"The {stage} produced non-finite coordinates. The model's weights may be corrupted or the "
-                "input far outside the reference's range; check the input expression, retrain, or reload the "
-                "model from a file that passes its checksum."
-            )
-
     def _predict_sets(self, source: RowSource, subsets, gen, stochastic, sample_kwargs) -> list[np.ndarray]:
         out = []
         for start in range(0, len(subsets), SETS_PER_PASS):
@@ -98,7 +89,6 @@ class LayoutPredictor:
                 **sample_kwargs,
             )
             v = v.float().cpu().numpy()
-            self._check_finite(v, "refiner" if sample_kwargs.get("refine", True) else "generator")
             out.extend(v[b, : len(s)].astype(np.float64) for b, s in enumerate(chunk))
         return out
 

@@ -194,6 +194,11 @@ class SpatialEDM(BaseModelClass):
         >>> model.train(max_epochs=30, accelerator="cpu")  # doctest: +SKIP
         >>> model.history["train_loss_generator"].tail()  # doctest: +SKIP
         """
+        if self.adata is None:
+            raise ValueError(
+                "This model was loaded without its reference AnnData; load it with "
+                "SpatialEDM.load(path, adata=reference) to train it further."
+            )
         set_config = SetConfig.from_kwargs(SetConfig(**self.set_config_), **(datasplitter_kwargs or {}))
         self.set_config_ = set_config.to_dict()
         plan_kwargs = dict(plan_kwargs or {})

@@ -17,6 +17,16 @@ from .nn import ExpressionEncoder, LayoutGenerator, ResidualDenoiser, SetContext
 STAGES = ("encoder", "generator", "refiner")
 
 
+def _check_finite(v: torch.Tensor, stage: str) -> torch.Tensor:
+    if not torch.isfinite(v).all():
+        raise FloatingPointError(
+            f"The {stage} produced non-finite coordinates. The model's weights may be damaged or the input far "
+            "outside the reference's range: check the input expression (same kind of values as the reference), "
+            "reload the model from a file that passes its checksum, or retrain it."
+        )
+    return v
+
+
 class SpatialEDMModule(BaseModuleClass):
     """Expression encoder → set context → generator → EDM refiner of the residual.
 
@@ -287,6 +297,8 @@ class SpatialEDMModule(BaseModuleClass):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         out = self.inference(x, mask, stage="refiner")
         h, v_gen = out["h"], out["v_gen"]
+        _check_finite(h, "expression encoder and set context")
+        _check_finite(v_gen, "generator")
         sd = float(self.sigma_data)
         if not refine or sd <= 0:
             return v_gen
@@ -302,4 +314,4 @@ class SpatialEDMModule(BaseModuleClass):
         def denoise(r, s):
             return self.denoise(r, s.expand(r.shape[0]), v_gen, h, mask)
 
-        return v_gen + edm.heun_sample(denoise, start, sigmas)
+        return _check_finite(v_gen + edm.heun_sample(denoise, start, sigmas), "refiner")

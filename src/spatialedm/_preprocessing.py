@@ -105,7 +105,7 @@ def log_normalize(block: np.ndarray, target_sum: float) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> log_normalize(np.array([[1.0, 3.0]]), target_sum=4.0).round(3).tolist()
+    >>> log_normalize(np.array([[1.0, 3.0]]), target_sum=4.0).astype(float).round(3).tolist()
     [[0.693, 1.386]]
     """
     import scanpy as sc

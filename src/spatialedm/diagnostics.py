@@ -108,6 +108,11 @@ def _diagnostic_sets(
     """``(expression, coordinates)`` of sets from spatially held-out cells, as in training."""
     config = SetConfig(**model.set_config_)
     if adata is None:
+        if model.adata is None:
+            raise ValueError(
+                "The model was loaded without its reference AnnData, so its held-out block is not at hand: "
+                "pass an AnnData with coordinates (e.g. diagnose(model, adata)) or load the model with its reference."
+            )
         held_out = model.validation_indices_
         if held_out is None or len(held_out) < 2:
             raise ValueError(

@@ -65,7 +65,7 @@ def sample_sigma(
     """Draw noise levels log-uniformly in ``[sigma_min, sigma_max]``.
 
     Log-uniform sampling covers exactly the range the sampler visits, so inference never starts
-    from a noise level the model was not trained on (DESIGN.md decision 4).
+    from a noise level the model was not trained on.
 
     Parameters
     ----------

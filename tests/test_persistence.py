@@ -1,0 +1,191 @@
+"""Saving and loading: no code runs on load, files stay in their folder, damage is caught early."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import spatialedm as sem
+from spatialedm import _persistence
+
+MARKER = "spatialedm-test-payload-ran"
+
+
+class Payload:
+    """Unpickling this object writes a marker file: proof that loading ran code."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_round_trip_keeps_layout_and_held_out_block(trained, tissue, tmp_path):
+    trained.save(tmp_path / "m")
+    loaded = sem.SpatialEDM.load(tmp_path / "m")
+    assert loaded.adata is None
+    np.testing.assert_array_equal(
+        loaded.get_latent_coordinates(tissue, seed=3, key_added=None),
+        trained.get_latent_coordinates(tissue, seed=3, key_added=None),
+    )
+    np.testing.assert_array_equal(loaded.validation_indices_, trained.validation_indices_)
+    assert loaded.preprocessor_ == trained.preprocessor_
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["format"] == "spatialedm-model" and len(meta["weights_sha256"]) == 64
+
+
+def test_save_anndata_round_trip(trained, tmp_path):
+    trained.save(tmp_path / "m", save_anndata=True)
+    loaded = sem.SpatialEDM.load(tmp_path / "m")
+    assert loaded.adata is not None and loaded.adata.n_obs == trained.adata.n_obs
+
+
+def test_weights_with_a_pickle_payload_are_refused(trained, tmp_path):
+    folder = tmp_path / "m"
+    trained.save(folder)
+    marker = tmp_path / MARKER
+    state = trained.module.state_dict()
+    state["evil"] = Payload(marker)
+    torch.save(state, folder / "weights.pt")
+    # an attacker can also recompute the checksum: the loader must still refuse the payload
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = _persistence._sha256(folder / "weights.pt")
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(_persistence.ModelFileError, match="other than plain tensors"):
+        sem.SpatialEDM.load(folder)
+    assert not marker.exists()
+
+
+def test_legacy_pickle_model_is_refused_not_executed(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    marker = tmp_path / MARKER
+    with open(folder / "model.pt", "wb") as fh:
+        pickle.dump({"attr_dict": {"x": Payload(marker)}}, fh)
+    with pytest.raises(_persistence.ModelFileError, match="convert_legacy_model"):
+        sem.SpatialEDM.load(folder)
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="trust_pickle=True"):
+        sem.convert_legacy_model(folder)
+    assert not marker.exists()
+
+
+def test_legacy_model_converts_when_trusted(trained, tissue, tmp_path):
+    # a model in the 0.1.0 layout: one pickled dict with the state dict and the attributes
+    attrs = {k: v for k, v in trained._get_user_attributes() if k.endswith("_")}
+    prep = attrs.pop("preprocessor_")
+    attrs["var_names_"] = prep["genes"]
+    attrs["scaler_state_"] = {"is_counts": prep["is_counts"], "scale": prep["scale"], "per_gene": True}
+    attrs["model_config_"] = {**attrs["model_config_"], "refiner_target": "residual", "refiner_loss": "plain"}
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(
+        {"model_state_dict": trained.module.state_dict(), "var_names": prep["genes"], "attr_dict": attrs},
+        old / "model.pt",
+    )
+    out = sem.convert_legacy_model(old, tmp_path / "new", trust_pickle=True)
+    loaded = sem.SpatialEDM.load(out)
+    assert loaded.preprocessor_["target_sum"] == 1e4  # the fixed target of 0.1.0 is kept
+    np.testing.assert_array_equal(
+        loaded.module.state_dict()["sigma_data"], trained.module.state_dict()["sigma_data"]
+    )
+    assert np.isfinite(loaded.get_latent_coordinates(tissue, seed=0, key_added=None)).all()
+
+
+@pytest.mark.parametrize("prefix", ["../x_", "a/b", "..", "/abs", "a\\b"])
+def test_prefix_cannot_leave_the_folder(trained, tmp_path, prefix):
+    folder = tmp_path / "deep" / "m"
+    with pytest.raises(ValueError, match="plain file-name prefix"):
+        trained.save(folder, prefix=prefix)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_overwrite_replaces_only_own_files(trained, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "results.csv").write_text("a,b")
+    trained.save(folder)
+    trained.save(folder, overwrite=True)
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["model.json", "notes.txt", "results.csv", "weights.pt"]
+    assert (folder / "notes.txt").read_text() == "mine"
+    # two models side by side under different prefixes
+    trained.save(folder, prefix="b_")
+    assert sem.SpatialEDM.load(folder, prefix="b_").is_trained
+
+
+def test_checksum_mismatch_is_refused(trained, tmp_path):
+    folder = tmp_path / "m"
+    trained.save(folder)
+    data = bytearray((folder / "weights.pt").read_bytes())
+    data[-200] ^= 0xFF
+    (folder / "weights.pt").write_bytes(bytes(data))
+    with pytest.raises(_persistence.ModelFileError, match="checksum"):
+        sem.SpatialEDM.load(folder)
+
+
+def test_non_finite_weights_are_refused(trained, tmp_path):
+    folder = tmp_path / "m"
+    trained.save(folder)
+    state = trained.module.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 4)
+    state[name] = state[name].clone()
+    state[name].view(-1)[:3] = float("inf")
+    torch.save(state, folder / "weights.pt")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["weights_sha256"] = _persistence._sha256(folder / "weights.pt")
+    (folder / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(_persistence.ModelFileError, match="non-finite weights"):
+        sem.SpatialEDM.load(folder)
+
+
+def test_huge_weights_fail_with_a_stage_named(trained, tissue):
+    import copy
+
+    model = copy.deepcopy(trained)
+    with torch.no_grad():
+        for p in model.module.generator.parameters():
+            p.mul_(1e37)
+    with pytest.raises(FloatingPointError, match="generator produced non-finite"):
+        model.get_latent_coordinates(tissue, seed=0, key_added=None)
+
+
+def test_model_without_reference_works_or_says_what_to_pass(trained, tissue, tmp_path):
+    trained.save(tmp_path / "m")
+    model = sem.SpatialEDM.load(tmp_path / "m")
+    assert model.get_latent_coordinates(tissue, seed=0, key_added=None).shape == (tissue.n_obs, 2)
+    assert model.get_latent_representation(tissue).shape[0] == tissue.n_obs
+    assert len(model.diagnose(tissue, sigmas=[1.0], n_sets=1, seed=0)) == 1
+    assert len(model.sampling_probe(tissue, sigma_starts=(1.0,), n_steps=1, n_sets=1, seed=0)) == 3
+    assert model.transfer_labels(tissue[:20].copy(), "section", reference=tissue).shape[0] == 20
+    for call, hint in [
+        (lambda: model.get_latent_coordinates(), "pass the cells to place"),
+        (lambda: model.get_latent_representation(), "pass the cells to place"),
+        (lambda: model.diagnose(), "pass an AnnData with coordinates"),
+        (lambda: model.sampling_probe(), "pass an AnnData with coordinates"),
+        (lambda: model.project_genes(tissue), "pass reference="),
+        (lambda: model.transfer_labels(tissue, "section"), "pass reference="),
+        (lambda: model.train(max_epochs=1), "adata=reference"),
+        (lambda: model.save(tmp_path / "n", save_anndata=True), "no reference AnnData"),
+    ]:
+        with pytest.raises(ValueError, match=hint):
+            call()
+
+
+def test_missing_and_foreign_folders(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No saved model folder"):
+        sem.SpatialEDM.load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(_persistence.ModelFileError, match="holds no saved model"):
+        sem.SpatialEDM.load(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.json").write_text("{not json")
+    with pytest.raises(_persistence.ModelFileError, match="not valid JSON"):
+        sem.SpatialEDM.load(bad)
