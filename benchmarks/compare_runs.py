@@ -7,8 +7,8 @@ between ``<!-- compare:TAG:start -->`` and ``<!-- compare:TAG:end -->``.
 
 Example (the refiner-loss comparison in RESULTS.md)::
 
-    python benchmarks/quality/compare_runs.py --base benchmarks/quality/results_core.csv \
-        --other benchmarks/quality/results_aligned.csv --tag aligned
+    python -m benchmarks.compare_runs --base benchmarks/results/core.csv \
+        --other benchmarks/results/normalisation.csv --tag normalisation
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 METRICS = ("cellwise_spearman", "patch_jaccard")
 logger = logging.getLogger("compare_runs")
 
@@ -51,7 +51,7 @@ def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str) -> str:
 
 
 def write_block(md_path: Path, tag: str, block: str) -> None:
-    from run_core import replace_block  # the sibling script; imports spatialedm, so only when writing
+    from benchmarks.run_core import replace_block  # imports spatialedm, so only when writing
 
     start, end = f"<!-- compare:{tag}:start -->", f"<!-- compare:{tag}:end -->"
     replace_block(md_path, start, end, f"{start}\n\n{block}\n\n{end}")
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     table = paired_table(pd.read_csv(args.base), pd.read_csv(args.other), args.tag)
     sys.stdout.write(table + "\n")
     if not args.no_write:
-        command = " ".join(["python", "benchmarks/quality/compare_runs.py", *(argv or sys.argv[1:])])
+        command = " ".join(["python -m benchmarks.compare_runs", *(argv or sys.argv[1:])])
         write_block(args.results_md, args.tag, f"Command: `{command}`\n\n{table}")
         logger.info("wrote the table to %s", args.results_md)
     return 0

@@ -1,6 +1,6 @@
 """Peer methods for the core quality benchmark: Tangram, novoSpaRc and CeLEry.
 
-Each function places the query cells of a task (see :func:`spatialedm.tasks.load_task`) from expression
+Each function places the query cells of a task (see :func:`benchmarks.tasks.load_task`) from expression
 alone and returns an ``(n_query, dim)`` array, to be scored like the baselines. The peers are not
 dependencies of ``spatialedm``: each is imported inside its function, so this module imports without
 them (install them with ``benchmarks/requirements-peers.txt``).
@@ -8,9 +8,10 @@ them (install them with ``benchmarks/requirements-peers.txt``).
 Shared conventions
 ------------------
 - Genes are matched by name; only the genes shared by reference and query are used, in the reference's
-  order (:func:`spatialedm.baselines._shared_genes`).
-- Expression (``info["layer"]``, ``None`` for ``X``) is log-normalised when it looks like counts and
-  used as is otherwise (:func:`spatialedm._preprocessing.log_normalize`), for reference and query alike.
+  order.
+- Expression (``info["layer"]``, ``None`` for ``X``) is log-normalised when it holds counts (scanpy's
+  ``normalize_total`` to the median library size, then ``log1p``) and used as is otherwise, for
+  reference and query alike.
 - A reference with several sections (``info["batch_key"]`` not ``None``) is mapped one section at a
   time, because sections lie in unrelated coordinate frames; each peer sees the section's own
   coordinates, and the per-section layouts of the query are combined by generalised Procrustes
@@ -30,9 +31,8 @@ import time
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy import sparse
 
-from spatialedm._preprocessing import log_normalize, looks_like_counts
-from spatialedm.baselines import _batches, _get_X, _shared_genes
 from spatialedm.geometry import generalised_procrustes
 
 logger = logging.getLogger(__name__)
@@ -40,18 +40,34 @@ logger = logging.getLogger(__name__)
 __all__ = ["PEERS", "celery_layout", "novosparc_layout", "tangram_layout"]
 
 
+def _shared_genes(reference: AnnData, query: AnnData) -> pd.Index:
+    shared = reference.var_names[reference.var_names.isin(query.var_names)]
+    if len(shared) < 2:
+        raise ValueError(f"reference and query share {len(shared)} genes; at least 2 are needed.")
+    return shared
+
+
 def _expression(adata: AnnData, genes: pd.Index, layer: str | None) -> np.ndarray:
-    """Dense log-normalised expression of ``genes`` (log-normalised only when it looks like counts)."""
-    X = _get_X(adata[:, genes], layer)
-    return log_normalize(X, looks_like_counts(X)).astype(np.float32)
+    """Dense log-normalised expression of ``genes`` (normalised only when it holds counts)."""
+    import scanpy as sc
+
+    sub = adata[:, genes]
+    X = sub.X if layer is None else sub.layers[layer]
+    X = X.toarray() if sparse.issparse(X) else np.asarray(X)
+    X = np.asarray(X, dtype=np.float32)
+    if np.all(X >= 0) and np.allclose(X, np.round(X)):
+        tmp = AnnData(X)
+        sc.pp.normalize_total(tmp)
+        sc.pp.log1p(tmp)
+        X = np.asarray(tmp.X, dtype=np.float32)
+    return X
 
 
 def _sections(reference: AnnData, batch_key: str | None) -> list[np.ndarray]:
     """Row indices of each reference section (one group when ``batch_key`` is ``None``)."""
-    batches = _batches(reference, batch_key)
-    if batches is None:
+    if batch_key is None:
         return [np.arange(reference.n_obs)]
-    codes, _ = pd.factorize(batches)
+    codes, _ = pd.factorize(reference.obs[batch_key].astype(str).to_numpy())
     return [np.flatnonzero(codes == b) for b in range(codes.max() + 1)]
 
 
@@ -100,7 +116,7 @@ def tangram_layout(
     Parameters
     ----------
     reference, query, info, seed
-        As returned by :func:`spatialedm.tasks.load_task`; ``seed`` is Tangram's ``random_state``.
+        As returned by :func:`benchmarks.tasks.load_task`; ``seed`` is Tangram's ``random_state``.
     num_epochs
         Tangram's number of epochs (its default: 1000).
     max_genes
@@ -182,7 +198,7 @@ def novosparc_layout(
     Parameters
     ----------
     reference, query, info, seed
-        As returned by :func:`spatialedm.tasks.load_task`.
+        As returned by :func:`benchmarks.tasks.load_task`.
     alpha_linear
         Weight of the expression-to-atlas (linear) cost against the Gromov–Wasserstein term.
     epsilon
@@ -277,7 +293,7 @@ def celery_layout(
     Parameters
     ----------
     reference, query, info, seed
-        As returned by :func:`spatialedm.tasks.load_task`; ``seed`` is CeLEry's ``seednum``.
+        As returned by :func:`benchmarks.tasks.load_task`; ``seed`` is CeLEry's ``seednum``.
     hidden_dims
         Hidden layer widths (CeLEry's tutorial value).
     num_epochs_max

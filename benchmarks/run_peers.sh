@@ -12,10 +12,10 @@ cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
 PK='{"tangram": {"num_epochs": 300, "max_spots": 1500, "max_genes": 200}, "novosparc": {"max_cells": 1000, "max_locations": 1000}, "celery": {"num_epochs_max": 200, "batch_size": 32}}'
 M="tangram novosparc celery knn pca random"
-OUT=benchmarks/quality/results_peers.csv
+OUT=benchmarks/results/peers.csv
 SMALL="osmfish_halves osmfish_random embryo_slab embryo_random starmap_section"
 PY=${PY:-.venv-bench/bin/python}
-run() { "$PY" benchmarks/quality/run_core.py "$@" --methods $M --out $OUT --peer-kwargs "$PK"; }
+run() { "$PY" -m benchmarks.run_core "$@" --methods $M --out $OUT --peer-kwargs "$PK"; }
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(small0 merfish0 dlpfc0 small12 large12)
 for step in "${steps[@]}"; do

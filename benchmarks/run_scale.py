@@ -15,15 +15,15 @@ Tangram               ``tg.map_cells_to_space(mode="cells", device="cpu")`` of t
                       so seconds per epoch and the peak memory are measured; the status names the
                       epochs run
 
-Results are appended to ``results_scale.csv``; ``--summary`` writes the table between the markers in
-``benchmarks/RESULTS.md`` and the curves to ``benchmarks/scale/scale.png``.
+Results are appended to ``benchmarks/results/scale.csv``; ``--summary`` writes the table between the markers in
+``benchmarks/RESULTS.md`` and the curves to ``benchmarks/results/scale.png``.
 
 Examples
 --------
-python benchmarks/scale/run_scale.py --infer 1000 10000 100000 1000000 --train 10000 100000
-.venv-bench/bin/python benchmarks/scale/run_scale.py --tangram 1000 10000 --tangram-timeout 1800
-.venv-bench/bin/python benchmarks/scale/run_scale.py --tangram 10000 100000 --tangram-epochs 20
-python benchmarks/scale/run_scale.py --summary
+python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --train 10000 100000
+.venv-bench/bin/python -m benchmarks.run_scale --tangram 1000 10000 --tangram-timeout 1800
+.venv-bench/bin/python -m benchmarks.run_scale --tangram 10000 100000 --tangram-epochs 20
+python -m benchmarks.run_scale --summary
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-CSV = HERE / "results_scale.csv"
+CSV = REPO / "benchmarks" / "results" / "scale.csv"
 RESULTS_MD = REPO / "benchmarks/RESULTS.md"
 START, END = "<!-- scale:start -->", "<!-- scale:end -->"
 FIELDS = [
@@ -224,11 +224,11 @@ def summary() -> str:
         [
             START,
             "",
-            "Command: `python benchmarks/scale/run_scale.py --summary` (rows from "
-            "the commands in `benchmarks/scale/run_scale.py`)  ",
+            "Command: `python -m benchmarks.run_scale --summary` (rows from "
+            "the commands in `benchmarks/run_scale.py`)  ",
             f"Machine: {machine()}  ",
             f"Date: {dt.date.today().isoformat()}  ",
-            "Raw rows: `benchmarks/scale/results_scale.csv`; curves: `benchmarks/scale/scale.png`.",
+            "Raw rows: `benchmarks/results/scale.csv`; curves: `benchmarks/results/scale.png`.",
             "",
             table,
             "",
@@ -276,7 +276,7 @@ def plot(df) -> None:
         ax.legend()
         ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(HERE / "scale.png", dpi=110)
+    fig.savefig(CSV.parent / "scale.png", dpi=110)
 
 
 def main(argv=None) -> None:

@@ -2,7 +2,7 @@
 
 Prepared for a single CUDA device; run with ``bash benchmarks/gpu/gpu.sh`` (it prints the device and
 appends rows to ``--csv``: ``$OUT/results_gpu.csv`` on the lent machines, else
-``benchmarks/gpu/results_gpu.csv``). Measurements, each in fp32 and in bf16 mixed
+``benchmarks/results/gpu.csv``). Measurements, each in fp32 and in bf16 mixed
 precision:
 
 - training: sets per second over ``--train-epochs`` epochs of 256 sets (512-cell sets at most) on a
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-CSV = HERE / "results_gpu.csv"
+CSV = HERE.parent / "results" / "gpu.csv"
 N_GENES = 50
 
 

@@ -234,7 +234,7 @@ class SpatialEDM(BaseModelClass):
             **trainer_kwargs,
         )
         try:
-            return runner()
+            out = runner()
         except (KeyboardInterrupt, SystemExit) as err:
             # Lightning turns Ctrl-C / a notebook's stop button into SystemExit(1) after a graceful
             # shutdown; keep what was learnt so far instead of losing the session's model.
@@ -249,6 +249,10 @@ class SpatialEDM(BaseModelClass):
                 plan.stage,
             )
             return None
+        if getattr(runner.trainer, "received_sigterm", False):
+            # Lightning stops a fit gracefully on SIGTERM; a killed job must not go on with a half-trained model.
+            raise RuntimeError(f"Training was stopped by SIGTERM after {plan.current_epoch} epoch(s).")
+        return out
 
     def expression_view(self, adata: AnnData | None = None) -> ExpressionView:
         """``adata`` (the reference when ``None``) seen through the model's genes and preprocessing."""

@@ -192,7 +192,7 @@ def save_model(
     # refuses the half-written pair instead of loading mismatched weights.
     text = json.dumps(metadata, indent=1)
     _write_atomic(folder / names["metadata"], lambda tmp: Path(tmp).write_text(text))
-    logger.info("Saved the model to %s", folder)
+    logger.debug("Saved the model to %s", folder)
 
 
 def _legacy_refusal(path: Path) -> ModelFileError:

@@ -57,7 +57,6 @@ K_GRID = (5, 10, 20, 50)
 COMPS_GRID = (10, 20, 30, 50)
 #: Contiguous spatial blocks a single reference section is cut into for the selection.
 N_BLOCKS = 4
-POOLED = True
 #: Cells per held-out part scored by :func:`~spatialedm.metrics.cellwise_spearman` in the selection.
 CV_MAX_CELLS = 1000
 #: Neighbours of the k-NN graphs whose shortest paths are :func:`optimal_transport`'s structure costs.
@@ -184,21 +183,28 @@ def _distance_weighted(dist: np.ndarray, idx: np.ndarray, y: np.ndarray) -> np.n
 def _folds(space: _Space, seed: int) -> list[tuple[list[np.ndarray], np.ndarray]]:
     """Spatially held-out parts of the reference: ``(training groups, held-out cells)`` per fold.
 
-    Several sections: each section in turn is held out and the others train. One section: it is cut
-    into :data:`N_BLOCKS` contiguous blocks (k-means on its coordinates) and each block is held out.
+    Several sections: each section in turn is held out and the others train. One section: each half
+    along each of its two principal axes (cut at the median) is held out and predicted from the other
+    half, and each of :data:`N_BLOCKS` contiguous blocks (k-means on the coordinates, seeded) from the
+    rest.
     """
     if len(space.groups) > 1:
         return [
             ([g for j, g in enumerate(space.groups) if j != i], test) for i, test in enumerate(space.groups)
         ]
     idx = space.groups[0]
-    n_blocks = int(min(N_BLOCKS, len(idx) // 10))
-    if n_blocks < 2:
+    if len(idx) < 40:
         raise ValueError(
-            f"Choosing parameters needs at least 20 reference cells, got {len(idx)}; pass them explicitly."
+            f"Choosing parameters needs at least 40 reference cells, got {len(idx)}; pass them explicitly."
         )
-    labels = KMeans(n_clusters=n_blocks, n_init=10, random_state=seed).fit_predict(unit_rms(space.coords[idx]))
-    return [([idx[labels != b]], idx[labels == b]) for b in range(n_blocks)]
+    xy = unit_rms(space.coords[idx])
+    folds = []
+    for axis in np.linalg.svd(xy, full_matrices=False)[2][:2]:
+        proj = xy @ axis
+        low = proj <= np.median(proj)
+        folds += [([idx[~low]], idx[low]), ([idx[low]], idx[~low])]
+    labels = KMeans(n_clusters=N_BLOCKS, n_init=10, random_state=seed).fit_predict(xy)
+    return folds + [([idx[labels != b]], idx[labels == b]) for b in range(N_BLOCKS)]
 
 
 def _select(
@@ -209,7 +215,8 @@ def _select(
     Every fold is treated as a query: its cells are centred on their own mean, each training group on
     its own mean, a PCA is fitted on the training cells, and the held-out cells are predicted per
     training group and combined as in :func:`knn_regression`. The score is the mean over folds of
-    :func:`~spatialedm.metrics.cellwise_spearman` against the held-out cells' true coordinates.
+    :func:`~spatialedm.metrics.cellwise_spearman` against the held-out cells' true coordinates; ties go
+    to the first candidate (fewest neighbours, then fewest components).
     """
     folds = _folds(space, seed)
     n_genes = space.Z_ref.shape[1]
@@ -219,43 +226,33 @@ def _select(
     comps = sorted({_cap_comps(c, n_genes, min_train) for c in comps})
     ks = sorted({min(k, min_group) for k in (K_GRID if ks is None else ks)})
     scores = np.zeros((len(ks), len(comps)))
-    pooled = len(space.groups) == 1 and POOLED
-    if pooled:
-        oof = np.zeros((len(ks), len(comps), len(space.coords), space.coords.shape[1]))
-        y_all = unit_rms(space.coords)
     for train, test in folds:
         Z_test = space.Z_ref[test] - space.Z_ref[test].mean(axis=0)
         Z_train = [space.Z_ref[g] - space.Z_ref[g].mean(axis=0) for g in train]
         pca = PCA(n_components=max(comps), random_state=0).fit(np.concatenate(Z_train))
         P_test = pca.transform(Z_test)
         P_train = [pca.transform(z) for z in Z_train]
-        Y_train = [y_all[g] if pooled else unit_rms(space.coords[g]) for g in train]
+        Y_train = [unit_rms(space.coords[g]) for g in train]
         for j, c in enumerate(comps):
             searches = [
                 NearestNeighbors(n_neighbors=max(ks)).fit(p[:, :c]).kneighbors(P_test[:, :c]) for p in P_train
             ]
             for i, k in enumerate(ks):
                 preds = [_distance_weighted(d[:, :k], n[:, :k], y) for (d, n), y in zip(searches, Y_train)]
-                if pooled:
-                    oof[i, j, test] = preds[0]
-                else:
-                    scores[i, j] += cellwise_spearman(
-                        _combine(preds), space.coords[test], max_cells=CV_MAX_CELLS, seed=seed
-                    ) / len(folds)
-    if pooled:
-        for i in range(len(ks)):
-            for j in range(len(comps)):
-                scores[i, j] = cellwise_spearman(oof[i, j], space.coords, max_cells=CV_MAX_CELLS, seed=seed)
+                scores[i, j] += cellwise_spearman(
+                    _combine(preds), space.coords[test], max_cells=CV_MAX_CELLS, seed=seed
+                )
+    scores /= len(folds)
     i, j = np.unravel_index(np.argmax(scores), scores.shape)
     logger.info(
-        "%s: chose n_neighbors=%d, n_comps=%d (held-out cellwise Spearman %.3f over %d %s; grid k=%s, "
-        "n_comps=%s)",
+        "%s: chose n_neighbors=%d, n_comps=%d (held-out cellwise Spearman %.3f, mean of %d %s; grid "
+        "n_neighbors=%s, n_comps=%s)",
         what,
         ks[i],
         comps[j],
         scores[i, j],
         len(folds),
-        "sections" if len(space.groups) > 1 else "spatial blocks",
+        "held-out sections" if len(space.groups) > 1 else "held-out halves and blocks",
         ks,
         comps,
     )
@@ -594,7 +591,9 @@ def optimal_transport(
                     M, C_q, C_ref, p, q, loss_fun="square_loss", epsilon=epsilon, alpha=alpha
                 )
             else:
-                T = ot.gromov.fused_gromov_wasserstein(M, C_q, C_ref, p, q, loss_fun="square_loss", alpha=alpha)
+                T = ot.gromov.fused_gromov_wasserstein(
+                    M, C_q, C_ref, p, q, loss_fun="square_loss", alpha=alpha
+                )
             T = np.asarray(T, dtype=np.float64)
             mass = T.sum(axis=1, keepdims=True)
             out[chunk] = (T @ y) / np.maximum(mass, 1e-300)

@@ -24,6 +24,7 @@ from anndata import AnnData
 from .geometry import align_numpy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from os import PathLike
 
 logger = logging.getLogger(__name__)
@@ -105,21 +106,23 @@ def _legend(ax, sc, cats) -> None:
 
 def reconstruction(
     adata: AnnData,
-    basis: str = "X_spatialedm",
+    basis: str | Sequence[str] = "X_spatialedm",
     truth: str | None = None,
     color: str | None = None,
     point_size: float = 4.0,
+    titles: Sequence[str] | None = None,
     show: bool = False,
     save: str | PathLike | None = None,
 ):
-    """Draw a reconstructed layout, beside the true one (aligned by rotation, reflection and scale).
+    """Draw reconstructed layouts, beside the true one (aligned by rotation, reflection and scale).
 
     Parameters
     ----------
     adata
         AnnData with the layout in ``obsm[basis]``.
     basis
-        ``obsm`` key of the reconstruction.
+        ``obsm`` key of the reconstruction, or several keys drawn side by side (e.g. the generator's
+        and the refined layout).
     truth
         ``obsm`` key of true coordinates; the reconstruction is aligned onto them (translation, O(d)
         including reflections, global scale) and drawn beside them in their frame.
@@ -128,6 +131,8 @@ def reconstruction(
         the first principal axis of the true layout, so that misplaced cells stand out.
     point_size
         Marker size.
+    titles
+        Panel titles of the reconstructions (default: their keys).
     show
         Call ``plt.show()``.
     save
@@ -135,7 +140,7 @@ def reconstruction(
 
     Returns
     -------
-    Array of matplotlib axes. 2-D layouts: one panel per layout (true, reconstruction). 3-D layouts
+    Array of matplotlib axes. 2-D layouts: one panel per layout (true, then each reconstruction). 3-D layouts
     are drawn as the xy, xz and yz projections, one row per layout: shape ``(n_layouts, 3)``. Without
     ``truth`` the reconstruction is rotated onto its principal axes, as its orientation is arbitrary.
 
@@ -152,19 +157,24 @@ def reconstruction(
     """
     import matplotlib.pyplot as plt
 
-    pred = _layout(adata, basis)
+    keys = [basis] if isinstance(basis, str) else list(basis)
+    if titles is not None and len(titles) != len(keys):
+        raise ValueError(f"titles has {len(titles)} entries for {len(keys)} layouts.")
+    names = list(titles) if titles is not None else (["reconstruction"] if len(keys) == 1 else keys)
+    preds = [_layout(adata, key) for key in keys]
     values, cats = _values(adata, color)
     if truth is not None:
         true = _layout(adata, truth, "truth")
-        d = max(true.shape[1], pred.shape[1])
-        tpad = np.pad(true, ((0, 0), (0, d - true.shape[1])))
-        ppad = np.pad(pred, ((0, 0), (0, d - pred.shape[1])))
-        aligned = align_numpy(ppad, tpad, scale=True)[:, : true.shape[1]]
+        layouts = [("true layout", true)]
+        for name, pred in zip(names, preds):
+            d = max(true.shape[1], pred.shape[1])
+            tpad = np.pad(true, ((0, 0), (0, d - true.shape[1])))
+            ppad = np.pad(pred, ((0, 0), (0, d - pred.shape[1])))
+            layouts.append((f"{name} (aligned)", align_numpy(ppad, tpad, scale=True)[:, : true.shape[1]]))
         if values is None:
             values = _principal(true)[:, 0]
-        layouts = [("true layout", true), ("reconstruction (aligned)", aligned)]
     else:
-        layouts = [("reconstruction", _principal(pred))]
+        layouts = [(name, _principal(pred)) for name, pred in zip(names, preds)]
     dim = layouts[0][1].shape[1]
     pairs = _projections(dim)
     if dim >= 3:
