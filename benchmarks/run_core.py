@@ -83,6 +83,7 @@ METRICS = [
     "coverage_recall",
     "coverage_precision",
     "nhood_enrichment_agreement",
+    "uncertainty_calibration",
 ]
 SUMMARY_METRICS = ["cellwise_spearman", "patch_jaccard", "distance_spearman"]
 SHAPE_METRICS = [
@@ -92,6 +93,7 @@ SHAPE_METRICS = [
     "coverage_recall",
     "coverage_precision",
     "nhood_enrichment_agreement",
+    "uncertainty_calibration",
 ]
 #: Settings of ``--tiny``: a smoke run of the whole pipeline in about a minute.
 TINY_MODEL = {
@@ -219,21 +221,35 @@ def fit_spatialedm(ref, info, seed, model_kwargs=None, train_kwargs=None):
     return model, time.perf_counter() - t0
 
 
-def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs):
-    """Yield (method, prediction, seconds, train_seconds); yields nothing if the model is unavailable."""
-    try:  # the model's stack is optional for this script: check it before training
-        import scvi  # noqa: F401
-        import torch  # noqa: F401
+#: Stochastic refinements drawn for the uncertainty and the distance-geometry consensus rows.
+N_SAMPLES = 8
 
-        from spatialedm import SpatialEDM  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - any import failure means "skip this method"
-        print(f"  ! spatialedm is not importable ({type(err).__name__}: {err}); skipping it", flush=True)
-        return
+
+def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs, truth):
+    """Yield (method, prediction, seconds, train_seconds, extra columns) for the model's layouts.
+
+    ``spatialedm_generator``: the generator alone; ``spatialedm_refined``: the default layout, with
+    ``n_samples`` stochastic refinements for the per-cell uncertainty (its ``uncertainty_calibration``
+    against the truth is recorded); ``spatialedm_sample``: one stochastic refinement;
+    ``spatialedm_consensus``: the distance-geometry consensus of the default layout and the samples.
+    """
     model, train_seconds = fit_spatialedm(ref, info, seed, model_kwargs, train_kwargs)
-    for method, refine in (("spatialedm_generator", False), ("spatialedm_refined", True)):
+    calls = {
+        "spatialedm_generator": {"refine": False},
+        "spatialedm_refined": {"n_samples": N_SAMPLES},
+        "spatialedm_sample": {"stochastic": True},
+        "spatialedm_consensus": {"n_samples": N_SAMPLES, "consensus": True},
+    }
+    for method, kwargs in calls.items():
         t0 = time.perf_counter()
-        pred = model.get_latent_coordinates(query, refine=refine, seed=seed, key_added=None)
-        yield method, np.asarray(pred), time.perf_counter() - t0, train_seconds
+        out = model.get_latent_coordinates(query, seed=seed, copy=True, **kwargs)
+        seconds = time.perf_counter() - t0
+        pred = np.asarray(out.obsm["X_spatialedm"], dtype=np.float64)
+        extra = {}
+        if "spatialedm_uncertainty" in out.obs:
+            spread = out.obs["spatialedm_uncertainty"].to_numpy()
+            extra["uncertainty_calibration"] = metrics.uncertainty_calibration(pred, truth, spread, seed=seed)
+        yield method, pred, seconds, train_seconds, extra
 
 
 def run_peer(name, reference, query, info, seed, kwargs):
@@ -318,12 +334,15 @@ def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs, peer_kwa
         "n_query": query.n_obs,
     }
 
-    def record(method, pred, seconds, train_seconds=float("nan"), config="", tag="", peak_mb=float("nan")):
+    def record(
+        method, pred, seconds, train_seconds=float("nan"), config="", tag="", peak_mb=float("nan"), extra=None
+    ):
         row = {
             **base,
             "method": method,
             "tag": tag,
             **score(pred, truth, seed, labels),
+            **(extra or {}),
             "seconds": round(seconds, 3),
             "train_seconds": round(train_seconds, 3) if np.isfinite(train_seconds) else "",
             "peak_mb": round(peak_mb, 1) if np.isfinite(peak_mb) else "",
@@ -359,10 +378,12 @@ def run_task(name, seed, methods, out, tag, model_kwargs, train_kwargs, peer_kwa
                 config = json.dumps({"model": model_kwargs, "train": train_kwargs}, sort_keys=True)
                 with PeakMemory() as mem:
                     results = list(
-                        run_spatialedm(reference, query_in, info, seed, model_kwargs, train_kwargs)
+                        run_spatialedm(reference, query_in, info, seed, model_kwargs, train_kwargs, truth)
                     )
-                for method, pred, seconds, train_seconds in results:
-                    record(method, pred, seconds, train_seconds, config, tag, peak_mb=mem.peak_mb)
+                for method, pred, seconds, train_seconds, extra in results:
+                    record(
+                        method, pred, seconds, train_seconds, config, tag, peak_mb=mem.peak_mb, extra=extra
+                    )
         except Exception:  # noqa: BLE001 - keep going with the other methods and tasks
             print(f"  ! {m} failed on {name} seed {seed}:", flush=True)
             traceback.print_exc()

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ._distance_geometry import measure_edges, median_edges, stress_majorization
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 N_ANCHORS = 128
 #: Subsets predicted in one forward pass.
 SETS_PER_PASS = 16
+#: Pairs measured per cell in each piece of a distance-geometry consensus: nearest neighbours, random partners.
+CONSENSUS_K, CONSENSUS_RANDOM = 10, 5
 
 
 class RowSource(Protocol):
@@ -93,9 +96,15 @@ class LayoutPredictor:
         return out
 
     def _one_layout(self, source: RowSource, gen, stochastic, sample_kwargs) -> np.ndarray:
+        return self._draw(source, gen, stochastic, sample_kwargs)[0]
+
+    def _draw(self, source: RowSource, gen, stochastic, sample_kwargs) -> tuple[np.ndarray, list]:
+        """One layout of every cell, and its pieces: ``(cells, positions)`` of each set as predicted."""
         n = source.n_obs
         if n <= self.set_size:
-            return self._predict_sets(source, [np.arange(n)], gen, stochastic, sample_kwargs)[0]
+            cells = np.arange(n)
+            pred = self._predict_sets(source, [cells], gen, stochastic, sample_kwargs)[0]
+            return pred, [(cells, pred)]
         perm = torch.randperm(n, generator=gen).numpy()
         n_anchor = min(N_ANCHORS, self.set_size // 2)
         anchors, rest = perm[:n_anchor], perm[n_anchor:]
@@ -109,7 +118,7 @@ class LayoutPredictor:
         layout[anchors] = frame
         for p, part in zip(preds, parts):
             layout[part] = fit_similarity(p[:n_anchor], frame).apply(p[n_anchor:])
-        return layout
+        return layout, list(zip(subsets, preds))
 
     @torch.inference_mode()
     def predict(
@@ -121,6 +130,8 @@ class LayoutPredictor:
         sigma_start: float | None = None,
         n_steps: int | None = None,
         seed: int | None = None,
+        consensus: bool = False,
+        stochastic: bool = False,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and, with ``n_samples > 1``, each cell's spread.
 
@@ -135,6 +146,11 @@ class LayoutPredictor:
             return each cell's RMS distance from the deterministic layout.
         seed
             Seed of the noise and of the subsets.
+        consensus
+            Return the distance-geometry consensus of the deterministic layout and the ``n_samples``
+            stochastic ones (see :mod:`spatialedm._distance_geometry`) instead of the deterministic layout.
+        stochastic
+            Return one stochastic refinement (a sample of the layout's posterior) as the layout.
 
         Returns
         -------
@@ -148,11 +164,31 @@ class LayoutPredictor:
         )
         self.module.eval()
         kw = {"refine": refine, "sigma_start": sigma_start, "n_steps": n_steps}
-        layout = unit_rms(self._one_layout(source, gen, False, kw))
-        spread = None
-        if n_samples > 1:
-            # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
-            # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
-            draws = [align_numpy(self._one_layout(source, gen, True, kw), layout) for _ in range(n_samples)]
-            spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
+        first, pieces = self._draw(source, gen, stochastic, kw)
+        layout = unit_rms(first)
+        if n_samples == 1:
+            return layout, None
+        # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
+        # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
+        draws = []
+        for _ in range(n_samples):
+            draw, more = self._draw(source, gen, True, kw)
+            draws.append(align_numpy(draw, layout))
+            pieces.extend(more)
+        if consensus:
+            layout = unit_rms(_consensus(source.n_obs, pieces, layout, gen))
+            draws = [align_numpy(d, layout) for d in draws]
+        spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
         return layout, spread
+
+
+def _consensus(n: int, pieces, init: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """Distance-geometry consensus of the pieces: median distances of sparse pairs, then stress majorisation."""
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    measured = [
+        measure_edges(cells, unit_rms(pos), k=CONSENSUS_K, n_random=CONSENSUS_RANDOM, rng=rng)
+        for cells, pos in pieces
+    ]
+    i, j, d = (np.concatenate(parts) for parts in zip(*measured))
+    i, j, med, _ = median_edges(i, j, d, n)
+    return stress_majorization(n, i, j, med, init=init)

@@ -309,6 +309,8 @@ class SpatialEDM(BaseModelClass):
         n_steps: int | None = None,
         set_size: int | None = None,
         seed: int | None = None,
+        consensus: bool = False,
+        stochastic: bool = False,
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -328,7 +330,7 @@ class SpatialEDM(BaseModelClass):
             With more than one, also draw this many stochastic refinements (the refiner started
             from noise at ``sigma_start`` around the generator, with fresh subsets) and write each cell's
             RMS distance from the returned layout to ``obs["spatialedm_uncertainty"]``, in units of the
-            layout's per-axis RMS. The returned layout is always the deterministic one.
+            layout's per-axis RMS. The returned layout is the deterministic one unless ``consensus``.
         sigma_start
             Refiner's starting noise, in units of the residual's ``sigma_data`` (default from the
             model config); capped at the largest level trained on.
@@ -339,6 +341,13 @@ class SpatialEDM(BaseModelClass):
             are stitched from overlapping subsets. It changes the result, as a different set would.
         seed
             Seed of the noise and of the subsets, for reproducible layouts.
+        consensus
+            With ``n_samples > 1``, return one layout fitted to the median distances between cells over
+            all the layouts and their subsets (distance geometry: sparse neighbour and random pairs, stress
+            majorisation) instead of the deterministic layout; averaging coordinates would shrink it.
+        stochastic
+            Return one sample of the layout's posterior (the refiner started from noise at ``sigma_start``
+            around the generator's layout) instead of the deterministic layout.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -364,7 +373,14 @@ class SpatialEDM(BaseModelClass):
         set_size = int(set_size or self.set_config_["max_set_size"])
         predictor = LayoutPredictor(self.module, self.device, set_size)
         layout, spread = predictor.predict(
-            view, refine=refine, n_samples=n_samples, sigma_start=sigma_start, n_steps=n_steps, seed=seed
+            view,
+            refine=refine,
+            n_samples=n_samples,
+            sigma_start=sigma_start,
+            n_steps=n_steps,
+            seed=seed,
+            consensus=consensus,
+            stochastic=stochastic,
         )
         if key_added is None:
             return layout

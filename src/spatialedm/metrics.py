@@ -46,6 +46,7 @@ __all__ = [
     "scale_ratio",
     "sliced_wasserstein",
     "trustworthiness",
+    "uncertainty_calibration",
     "uniform_fill",
 ]
 
@@ -396,10 +397,18 @@ def cellwise_spearman(pred, true, max_cells: int = 2000, seed: int = 0) -> float
     """
     p, t = _prepare(pred, true)
     p, t = _subsample_pair(p, t, max_cells, seed)
+    scores = _cellwise_scores(p, t)
+    if np.isnan(scores).all():
+        return float("nan")
+    return float(np.nanmedian(scores))
+
+
+def _cellwise_scores(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per-cell Spearman of the distances to all other cells (NaN where a cell's distances are constant)."""
     m = p.shape[0]
     if m < 3:
         # one "other" cell per centre: no ranking to correlate
-        return float("nan")
+        return np.full(m, np.nan)
     chunk = max(1, _CHUNK_ELEMENTS // m)
     cols = np.arange(m)
     scores = np.empty(m)
@@ -416,9 +425,58 @@ def cellwise_spearman(pred, true, max_cells: int = 2000, seed: int = 0) -> float
         denom = np.sqrt((rp**2).sum(axis=1) * (rt**2).sum(axis=1))
         with np.errstate(invalid="ignore", divide="ignore"):
             scores[lo:hi] = np.where(denom > 0, (rp * rt).sum(axis=1) / denom, np.nan)
-    if np.isnan(scores).all():
-        return float("nan")
-    return float(np.nanmedian(scores))
+    return scores
+
+
+def uncertainty_calibration(pred, true, uncertainty, max_cells: int = 2000, seed: int = 0) -> float:
+    """Spearman correlation between each cell's stated uncertainty and its actual placement error.
+
+    A cell's error is ``1 -`` the Spearman correlation of its predicted and true distances to the other
+    cells (the per-cell score of :func:`cellwise_spearman`), computed on the same random subset of at most
+    ``max_cells`` cells. A calibrated uncertainty ranks the cells by how wrong they are: the score is
+    positive, and 1 for a perfect ranking.
+
+    Parameters
+    ----------
+    pred
+        Predicted coordinates, shape (n_cells, d_pred).
+    true
+        True coordinates, shape (n_cells, d_true).
+    uncertainty
+        Per-cell uncertainty, shape (n_cells,) (e.g. ``obs["spatialedm_uncertainty"]``).
+    max_cells
+        Largest number of cells to use.
+    seed
+        Seed for the cell subsample.
+
+    Returns
+    -------
+    float
+        Correlation in [-1, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialedm.metrics import uncertainty_calibration
+    >>> rng = np.random.default_rng(0)
+    >>> true = rng.uniform(size=(300, 2))
+    >>> noise = rng.uniform(0, 0.3, size=300)
+    >>> pred = true + noise[:, None] * rng.normal(size=(300, 2))
+    >>> uncertainty_calibration(pred, true, noise) > 0.3
+    True
+    """
+    p, t = _prepare(pred, true)
+    u = np.asarray(uncertainty, dtype=np.float64).ravel()
+    if u.shape[0] != p.shape[0]:
+        raise ValueError(f"`uncertainty` must have one value per cell ({p.shape[0]}), got {u.shape[0]}.")
+    if not np.isfinite(u).all():
+        raise ValueError("`uncertainty` contains NaN or infinite values.")
+    sub = _subset(p.shape[0], int(max_cells), seed)
+    if sub is not None:
+        p, t, u = p[sub], t[sub], u[sub]
+    error = 1.0 - _cellwise_scores(p, t)
+    ok = np.isfinite(error)
+    return _spearman(u[ok], error[ok])
 
 
 def procrustes_disparity(pred, true) -> float:
