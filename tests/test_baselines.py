@@ -144,8 +144,8 @@ def test_tuned_knn_beats_random_and_a_bad_setting(one_section):
     s_random = cellwise_spearman(random_layout(query), truth)
     assert s_tuned > s_random + 0.3, (s_tuned, s_random)
     assert s_tuned >= s_bad, (s_tuned, s_bad, params)
-    # the held-out score of the choice is the best of the grid it reports
-    assert params["cv_score"] > 0.3
+    # the held-out score of the choice (on halves and blocks of the reference) is far above chance
+    assert params["cv_score"] > 0.1, params
 
 
 def test_nearest_neighbor_copies_reference_positions(one_section):

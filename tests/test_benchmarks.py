@@ -34,12 +34,16 @@ def test_tiny_core_benchmark_writes_scored_rows(tmp_path):
     assert set(df["method"]) == {
         "spatialedm_generator",
         "spatialedm_refined",
+        "spatialedm_sample",
+        "spatialedm_consensus",
         "knn_regression",
         "expression_pca",
         "uniform_fill",
     }
     for col in ("cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "coverage_recall"):
         assert np.isfinite(df[col].astype(float)).all(), col
+    refined = df[df["method"] == "spatialedm_refined"]
+    assert np.isfinite(refined["uncertainty_calibration"].astype(float)).all()
     text = md.read_text()
     assert (
         "| osmfish_halves | knn_regression |" in text and "vs best" in text and "sliced_wasserstein" in text

@@ -206,5 +206,7 @@ def test_unreadable_inputs_and_outputs_fail_in_one_line_before_work(tmp_path, ca
     (tmp_path / "model").mkdir()
     called = []
     monkeypatch.setattr(sem.SpatialEDM, "load", classmethod(lambda cls, *a, **k: called.append(1)))
-    err = _error_of(["predict", str(tmp_path / "model"), str(not_anndata), "-o", str(tmp_path / "no" / "o.h5ad")], capsys)
+    err = _error_of(
+        ["predict", str(tmp_path / "model"), str(not_anndata), "-o", str(tmp_path / "no" / "o.h5ad")], capsys
+    )
     assert "does not exist" in err and not called

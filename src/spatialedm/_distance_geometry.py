@@ -110,7 +110,8 @@ def stress_majorization(
     init
         ``(n, d)`` starting layout.
     weights
-        Pair weights (default ``1 / d_ij^2``, which weighs relative errors alike at every scale).
+        Pair weights (default ``1 / max(d_ij, floor)^2``, which weighs relative errors alike at every scale;
+        the floor, the 5th percentile of the distances, keeps near-coincident cells from dominating).
     n_iter
         Most iterations.
     tol
@@ -132,7 +133,8 @@ def stress_majorization(
     True
     """
     dist = np.maximum(np.asarray(dist, dtype=np.float64), 1e-9)
-    w = 1.0 / dist**2 if weights is None else np.asarray(weights, dtype=np.float64)
+    floor = max(float(np.quantile(dist, 0.05)), 1e-6)
+    w = 1.0 / np.maximum(dist, floor) ** 2 if weights is None else np.asarray(weights, dtype=np.float64)
     W = sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
     L = (sparse.diags(np.asarray(W.sum(1)).ravel()) - W).tocsr()
     # the Laplacian is singular (translations); a tiny ridge keeps CG well posed and the mean at zero

@@ -7,22 +7,22 @@ import logging
 import numpy as np
 import torch
 from anndata import AnnData
-from lightning.pytorch.strategies import DDPStrategy
 from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
 from scvi.model.base import BaseModelClass
-from scvi.train import TrainRunner
 from scvi.utils import setup_anndata_dsp
 
 from . import _persistence, diagnostics, transfer
 from ._config import ModelConfig, SetConfig
 from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS, UNCERTAINTY_KEY
 from ._datasplitter import SetDataSplitter
+from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor
 from ._module import SpatialEDMModule
-from ._preprocessing import ExpressionView, Preprocessor, looks_like_counts
+from ._preprocessing import ExpressionView, Preprocessor
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
+from ._trainrunner import SpatialEDMTrainRunner
 from ._validation import validate_expression, validate_spatial
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class SpatialEDM(BaseModelClass):
     _module_cls = SpatialEDMModule
     _data_splitter_cls = SetDataSplitter
     _training_plan_cls = SpatialEDMTrainingPlan
-    _train_runner_cls = TrainRunner
+    _train_runner_cls = SpatialEDMTrainRunner
 
     def __init__(
         self,
@@ -78,17 +78,9 @@ class SpatialEDM(BaseModelClass):
         self.model_config_ = model_config.to_dict()
         self.set_config_ = SetConfig().to_dict()
         n_genes, n_spatial = int(self.summary_stats["n_vars"]), int(self.summary_stats["n_spatial"])
-        if adata is not None and registry is None:
+        if adata is not None and registry is None:  # fitted once here, saved, reused for every query
             setup = self.registry_["setup_args"]
-            X = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            declared = setup.get("expression", "auto")
-            self.preprocessor_ = Preprocessor.fit(
-                adata,
-                is_counts=looks_like_counts(X) if declared == "auto" else declared == "counts",
-                layer=setup.get("layer"),
-                batch_key=setup.get("batch_key"),
-                per_gene=model_config.scale_genes,
-            ).to_dict()
+            self.preprocessor_ = Preprocessor.fit_registered(adata, setup, model_config.scale_genes).to_dict()
         self.module = self._module_cls(n_genes, n_spatial, model_config)
         self._model_summary_string = (
             f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout, set width {model_config.dim}, "
@@ -206,67 +198,28 @@ class SpatialEDM(BaseModelClass):
         max_epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else int(max_epochs)
         epochs = stage_epochs(max_epochs, fractions)
         # A retrained model keeps its held-out block, so that its diagnostics stay on unseen cells.
+        held_out = self.validation_indices_ if self.is_trained_ else None
         splitter = self._data_splitter_cls(
-            self.adata_manager,
-            self.preprocessor,
-            set_config,
-            seed=settings.seed or 0,
-            validation_indices=self.validation_indices_ if self.is_trained_ else None,
+            self.adata_manager, self.preprocessor, set_config, settings.seed or 0, held_out
         )
         plan = self._training_plan_cls(self.module, epochs, **plan_kwargs)
-        strategy = trainer_kwargs.get("strategy")
-        if strategy in ("ddp", "ddp_spawn", "ddp_notebook"):
-            # Each stage leaves the other stages' parameters without gradients; plain DDP would
-            # stop at the first step waiting for their reduction.
-            start = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_notebook": "fork"}[strategy]
-            trainer_kwargs["strategy"] = DDPStrategy(find_unused_parameters=True, start_method=start)
-        if splitter.val_dataset is not None:
-            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        trainer_kwargs.setdefault("log_every_n_steps", 1)
         logger.info("Training stages (epochs): encoder %d, generator %d, refiner %d", *epochs)
-        runner = self._train_runner_cls(
-            self,
-            training_plan=plan,
-            data_splitter=splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
-        try:
-            out = runner()
-        except (KeyboardInterrupt, SystemExit) as err:
-            # Lightning turns Ctrl-C / a notebook's stop button into SystemExit(1) after a graceful
-            # shutdown; keep what was learnt so far instead of losing the session's model.
-            if isinstance(err, SystemExit) and err.code not in (1, None):
-                raise
-            self.module.eval()
-            self.is_trained_ = True
-            self.validation_indices_ = splitter.val_idx
-            logger.warning(
-                "Training interrupted after %d epoch(s) (stage %r); the model keeps the weights reached so far.",
-                plan.current_epoch,
-                plan.stage,
-            )
-            return None
-        if getattr(runner.trainer, "received_sigterm", False):
-            # Lightning stops a fit gracefully on SIGTERM; a killed job must not go on with a half-trained model.
-            raise RuntimeError(f"Training was stopped by SIGTERM after {plan.current_epoch} epoch(s).")
-        return out
+        return self._train_runner_cls(
+            self, plan, splitter, max_epochs, accelerator, devices, **trainer_kwargs
+        )()
 
     def expression_view(self, adata: AnnData | None = None) -> ExpressionView:
         """``adata`` (the reference when ``None``) seen through the model's genes and preprocessing."""
-        setup = self.registry_["setup_args"]
-        if adata is None:
-            if self.adata is None:
-                raise ValueError(
-                    "This model was loaded without its reference AnnData: pass the cells to place, e.g. "
-                    "model.get_latent_coordinates(query), or load it with SpatialEDM.load(path, adata=reference)."
-                )
-            return self.preprocessor.view(
-                self.adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"), what="reference"
+        if adata is None and self.adata is None:
+            raise ValueError(
+                "This model was loaded without its reference AnnData: pass the cells to place, e.g. "
+                "model.get_latent_coordinates(query), or load it with SpatialEDM.load(path, adata=reference)."
             )
-        return self.preprocessor.view(adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"))
+        setup = self.registry_["setup_args"]
+        what = "reference" if adata is None else "query"
+        return self.preprocessor.view(
+            self.adata if adata is None else adata, setup.get("layer"), setup.get("batch_key"), what=what
+        )
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -299,6 +252,7 @@ class SpatialEDM(BaseModelClass):
             out.append(self.module.encoder(x.to(self.device)).cpu().numpy())
         return np.concatenate(out)
 
+    @placement_dsp.dedent
     def get_latent_coordinates(
         self,
         adata: AnnData | None = None,
@@ -316,38 +270,26 @@ class SpatialEDM(BaseModelClass):
     ) -> np.ndarray | AnnData:
         """Reconstruct the relative layout of cells from their expression.
 
-        Runs the generator and, with ``refine=True``, the EDM refiner. A query larger than
-        ``set_size`` cells is split into overlapping random subsets that share anchor cells; each
-        subset is placed on its own and moved into one frame, so memory grows linearly with the cells.
+        Runs the generator and, with ``refine=True``, the EDM refiner. A query larger than ``set_size``
+        cells is placed as overlapping subsets moved into one frame: memory grows linearly with the cells.
 
         Parameters
         ----------
         adata
             Cells to place; genes are matched to the reference by name. The reference when ``None``.
-        refine
-            Run the diffusion refiner after the generator.
+        %(param_refine)s
         n_samples
-            With more than one, also draw this many stochastic refinements (the refiner started
-            from noise at ``sigma_start`` around the generator, with fresh subsets) and write each cell's
-            RMS distance from the returned layout to ``obs["spatialedm_uncertainty"]``, in units of the
-            layout's per-axis RMS. The returned layout is the deterministic one unless ``consensus``.
-        sigma_start
-            Refiner's starting noise, in units of the residual's ``sigma_data`` (default from the
-            model config); capped at the largest level trained on.
-        n_steps
-            Heun steps of the refiner (default from the model config).
-        set_size
-            Cells placed together in one set (default: the largest training set size); larger queries
-            are stitched from overlapping subsets. It changes the result, as a different set would.
-        seed
-            Seed of the noise and of the subsets, for reproducible layouts.
+            With more than one, also draw this many stochastic refinements (with fresh subsets) and write
+            each cell's RMS distance from the returned layout (in units of its per-axis RMS) to
+            ``obs["spatialedm_uncertainty"]``.
+        %(param_sampler)s
+        %(param_set_size)s
+        %(param_seed)s
         consensus
-            With ``n_samples > 1``, return one layout fitted to the median distances between cells over
-            all the layouts and their subsets (distance geometry: sparse neighbour and random pairs, stress
-            majorisation) instead of the deterministic layout; averaging coordinates would shrink it.
+            With ``n_samples > 1``, return the layout fitted to the median distances between cells over all
+            the layouts (distance geometry) instead of the deterministic one.
         stochastic
-            Return one sample of the layout's posterior (the refiner started from noise at ``sigma_start``
-            around the generator's layout) instead of the deterministic layout.
+            Return one posterior sample (the refiner started from noise) instead of the deterministic layout.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -392,29 +334,16 @@ class SpatialEDM(BaseModelClass):
             target.obs[UNCERTAINTY_KEY] = spread.astype(np.float32)
         return target if copy else layout
 
-    def project_genes(self, query: AnnData, **kwargs) -> AnnData:
-        """Predict the expression of query genes at the reference locations: :func:`spatialedm.transfer.project_genes`."""
-        return transfer.project_genes(self, query, **kwargs)
-
-    def transfer_labels(self, query: AnnData, labels_key: str, **kwargs):
-        """Transfer reference labels onto query cells: :func:`spatialedm.transfer.transfer_labels`."""
-        return transfer.transfer_labels(self, query, labels_key, **kwargs)
-
-    def diagnose(self, adata: AnnData | None = None, **kwargs):
-        """Health of the EDM refiner at each noise level: :func:`spatialedm.diagnostics.diagnose`."""
-        return diagnostics.diagnose(self, adata, **kwargs)
-
-    def sampling_probe(self, adata: AnnData | None = None, **kwargs):
-        """Score whole sampling chains on held-out sets: :func:`spatialedm.diagnostics.sampling_probe`."""
-        return diagnostics.sampling_probe(self, adata, **kwargs)
+    # Transfer and diagnostics are functions over a trained model; these are their method forms.
+    project_genes = as_method(transfer.project_genes)
+    transfer_labels = as_method(transfer.transfer_labels)
+    diagnose = as_method(diagnostics.diagnose)
+    sampling_probe = as_method(diagnostics.sampling_probe)
 
     def save(
         self, dir_path: str, prefix: str | None = None, overwrite: bool = False, save_anndata: bool = False
     ):
-        """Save the model: weights and a JSON description; never executable content.
-
-        See :func:`spatialedm._persistence.save_model` and the "Security and file formats" page of the
-        docs. Files are written atomically; ``overwrite=True`` replaces only this model's own files.
+        """Save the model as JSON and tensors, atomically; see the "Security and file formats" docs page.
 
         Parameters
         ----------
@@ -442,7 +371,9 @@ class SpatialEDM(BaseModelClass):
         accelerator: str = "auto",
         device: int | str = "auto",
     ):
-        """Load a saved model; without ``adata`` (and none saved) it loads for queries only.
+        """Load a saved model, after checking it (see the "Security and file formats" docs page).
+
+        Without ``adata`` (and none saved with it) the model loads for queries only.
 
         Parameters
         ----------

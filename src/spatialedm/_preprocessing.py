@@ -337,6 +337,20 @@ class Preprocessor:
         )
         return prep
 
+    @classmethod
+    def fit_registered(cls, adata: AnnData, setup: dict, per_gene: bool = True) -> Preprocessor:
+        """Fit on a reference registered with ``setup_anndata``.
+
+        ``setup`` holds its ``setup_args``: layer, batch key and the declared ``expression`` kind
+        (``"auto"`` detects counts).
+        """
+        layer, declared = setup.get("layer"), setup.get("expression", "auto")
+        X = adata.layers[layer] if layer is not None else adata.X
+        is_counts = looks_like_counts(X) if declared == "auto" else declared == "counts"
+        return cls.fit(
+            adata, is_counts=is_counts, layer=layer, batch_key=setup.get("batch_key"), per_gene=per_gene
+        )
+
     def view(
         self, adata: AnnData, layer: str | None = None, batch_key: str | None = None, what: str = "query"
     ) -> ExpressionView:

@@ -28,6 +28,7 @@ from anndata import AnnData
 from scipy import sparse
 from scipy.spatial import cKDTree
 
+from ._docs import placement_dsp
 from ._inference import ArrayRows, LayoutPredictor
 from .geometry import fit_similarity
 
@@ -147,6 +148,7 @@ def _joint_layout(
     }
 
 
+@placement_dsp.dedent
 def project_genes(
     model: SpatialEDM,
     query: AnnData,
@@ -196,12 +198,9 @@ def project_genes(
         ``"reconstructed"``: the query cells nearest to where the model placed each reference cell
         in the joint layout; ``"true"``: nearest to its true coordinates carried into that layout by
         the alignment (see the module notes; the two agree for a perfect reconstruction).
-    refine
-        Run the diffusion refiner (see :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`).
-    set_size
-        Cells per set; larger joint layouts are stitched.
-    seed
-        Seed of the reconstruction, for reproducible projections.
+    %(param_refine)s
+    %(param_set_size)s
+    %(param_seed)s
     coords_key_added
         If given, write the query cells' coordinates in the reference's frame (of its first section
         when it has several) to ``query.obsm[coords_key_added]``. By default the query is unchanged.
@@ -272,6 +271,7 @@ def project_genes(
     return out
 
 
+@placement_dsp.dedent
 def transfer_labels(
     model: SpatialEDM,
     query: AnnData,
@@ -317,12 +317,9 @@ def transfer_labels(
     key_added
         ``query.obs`` column written with the labels (default ``f"{labels_key}_spatialedm"``); the
         winning vote fraction goes to ``f"{key_added}_score"``.
-    refine
-        Run the diffusion refiner (see :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`).
-    set_size
-        Cells per set; larger joint layouts are stitched.
-    seed
-        Seed of the reconstruction, for reproducible labels.
+    %(param_refine)s
+    %(param_set_size)s
+    %(param_seed)s
     coords_key_added
         If given, also write the query's coordinates in the reference's frame (of its first section
         when it has several) to ``query.obsm[coords_key_added]``.
