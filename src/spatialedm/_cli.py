@@ -344,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main(["--help"])  # doctest: +SKIP
+    >>> main(["predict", "no_model_here", "query.h5ad", "-o", "out.h5ad"])
+    2
     """
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -363,6 +363,8 @@ def convert_legacy_model(
 
     Examples
     --------
+    Not run here (it needs a folder saved by spatialedm 0.1.0):
+
     >>> convert_legacy_model("old_model", "model_v2", trust_pickle=True)  # doctest: +SKIP
     """
     from ._model import SpatialEDM

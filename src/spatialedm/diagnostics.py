@@ -198,8 +198,10 @@ def diagnose(
 
     Examples
     --------
-    >>> df = sem.diagnostics.diagnose(model, seed=0)  # doctest: +SKIP
-    >>> sem.pl.sigma_diagnostics(df)  # doctest: +SKIP
+    >>> df = sem.diagnostics.diagnose(model, sigmas=[0.5, 2.0], n_sets=2, seed=0)
+    >>> list(df["sigma_over_data"])
+    [0.5, 2.0]
+    >>> axes = sem.pl.sigma_diagnostics(df)
     """
     model._check_if_trained(warn=True)
     module = model.module
@@ -295,7 +297,9 @@ def sampling_probe(
 
     Examples
     --------
-    >>> sem.diagnostics.sampling_probe(model, seed=0)  # doctest: +SKIP
+    >>> df = sem.diagnostics.sampling_probe(model, sigma_starts=(1.0,), n_steps=1, n_sets=2, seed=0)
+    >>> df["start"].tolist()
+    ['generator', 'deterministic', 'stochastic']
     """
     model._check_if_trained(warn=True)
     module = model.module

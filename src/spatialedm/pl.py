@@ -146,14 +146,15 @@ def reconstruction(
 
     Examples
     --------
-    >>> axes = sem.pl.reconstruction(query, truth="spatial", save="layout.png")  # doctest: +SKIP
+    >>> coords = model.get_latent_coordinates(query, seed=0)
+    >>> axes = sem.pl.reconstruction(query, truth="spatial", save="layout.png")
+    >>> len(axes)
+    2
 
-    The same layout through squidpy (imported only by you):
+    The same layout through squidpy (not run here: importing squidpy takes seconds):
 
     >>> import squidpy as sq  # doctest: +SKIP
-    >>> sq.pl.spatial_scatter(
-    ...     query, spatial_key="X_spatialedm", shape=None, color="cell_type"
-    ... )  # doctest: +SKIP
+    >>> sq.pl.spatial_scatter(query, spatial_key="X_spatialedm", shape=None, color="domain")  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
@@ -238,10 +239,10 @@ def uncertainty(
 
     Examples
     --------
-    >>> model.get_latent_coordinates(query, n_samples=8, seed=0)  # doctest: +SKIP
-    >>> axes = sem.pl.uncertainty(query)  # doctest: +SKIP
+    >>> coords = model.get_latent_coordinates(query, n_samples=4, seed=0)
+    >>> axes = sem.pl.uncertainty(query)
 
-    With squidpy (imported only by you):
+    With squidpy (not run here: importing squidpy takes seconds):
 
     >>> import squidpy as sq  # doctest: +SKIP
     >>> sq.pl.spatial_scatter(
@@ -296,7 +297,7 @@ def history(
 
     Examples
     --------
-    >>> axes = sem.pl.history(model, save="history.png")  # doctest: +SKIP
+    >>> axes = sem.pl.history(model, save="history.png")
     """
     import matplotlib.pyplot as plt
 
@@ -362,7 +363,7 @@ def sigma_diagnostics(
     ...         "patch_jaccard_input": [0.45, 0.1, 0.0],
     ...     }
     ... )
-    >>> axes = sigma_diagnostics(df)  # doctest: +SKIP
+    >>> axes = sigma_diagnostics(df)
     """
     import matplotlib.pyplot as plt
 
