@@ -126,7 +126,7 @@ def test_checksum_mismatch_is_refused(trained, tmp_path):
     data = bytearray((folder / "weights.pt").read_bytes())
     data[-200] ^= 0xFF
     (folder / "weights.pt").write_bytes(bytes(data))
-    with pytest.raises(_persistence.ModelFileError, match="checksum"):
+    with pytest.raises(_persistence.ModelFileError, match="does not match the one recorded"):
         sem.SpatialEDM.load(folder)
 
 
