@@ -5,10 +5,10 @@ configurations share (the same split, and the same generator when only the refin
 markdown table of mean values and mean paired differences, and writes it into ``benchmarks/RESULTS.md``
 between ``<!-- compare:TAG:start -->`` and ``<!-- compare:TAG:end -->``.
 
-Example (the refiner-loss comparison in RESULTS.md)::
+Example (the normalisation comparison in RESULTS.md: 0.1.0's rows against today's)::
 
-    python -m benchmarks.compare_runs --base benchmarks/results/core.csv \
-        --other benchmarks/results/normalisation.csv --tag normalisation
+    python -m benchmarks.compare_runs --base benchmarks/results/archive_v0.1/core.csv \
+        --other benchmarks/results/core.csv --tag 0.2.0 --base-label 0.1.0
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ METRICS = ("cellwise_spearman", "patch_jaccard")
 logger = logging.getLogger("compare_runs")
 
 
-def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str) -> str:
+def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str, base_label: str = "default") -> str:
     """Markdown table: per task and spatialedm chain, base mean, other mean, mean paired difference ± std."""
     keys = ["task", "seed", "method"]
     base = base[base["method"].str.startswith("spatialedm")].drop_duplicates(keys, keep="last")
@@ -34,7 +34,7 @@ def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str) -> str:
     if m.empty:
         raise ValueError("no (task, seed, method) rows in common between the two CSVs.")
     header = "| task | chain | n seeds | " + " | ".join(
-        f"{k} default | {k} [{tag}] | difference" for k in METRICS
+        f"{k} {base_label} | {k} [{tag}] | difference" for k in METRICS
     )
     lines = [header + " |", "|---|---|---|" + "---|---|---|" * len(METRICS)]
     for (task, method), g in m.groupby(["task", "method"], sort=False):
@@ -62,11 +62,12 @@ def main(argv=None) -> int:
     p.add_argument("--base", type=Path, required=True, help="CSV of the default configuration")
     p.add_argument("--other", type=Path, required=True, help="CSV of the configuration compared")
     p.add_argument("--tag", required=True, help="name of the compared configuration (as run_core.py --tag)")
+    p.add_argument("--base-label", default="default", help="name of the base configuration in the header")
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks/RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="only print the table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = paired_table(pd.read_csv(args.base), pd.read_csv(args.other), args.tag)
+    table = paired_table(pd.read_csv(args.base), pd.read_csv(args.other), args.tag, args.base_label)
     sys.stdout.write(table + "\n")
     if not args.no_write:
         command = " ".join(["python -m benchmarks.compare_runs", *(argv or sys.argv[1:])])

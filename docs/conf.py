@@ -95,12 +95,12 @@ def _copy_tutorials() -> None:
 _copy_tutorials()
 
 # -- every public name of the package must be in api.md -------------------------------------------------
-MODULES = ("baselines", "datasets", "edm", "geometry", "metrics", "pl", "tasks")
+MODULES = ("baselines", "datasets", "diagnostics", "edm", "geometry", "metrics", "pl", "transfer")
 
 
 def public_names() -> set[str]:
     """Fully qualified public names: each module's ``__all__`` and its own public functions and classes,
-    the top-level classes, and the public methods that SpatialEDM defines or takes from spatialedm mixins."""
+    the top-level classes, and the public methods that SpatialEDM defines."""
     import spatialedm
 
     names = {f"spatialedm.{n}" for n in spatialedm.__all__ if n not in MODULES}

@@ -214,14 +214,8 @@ def random_orthogonal(
 class Similarity(NamedTuple):
     """A similarity transform ``x -> (x - mu_source) @ rotation * scale + mu_target``.
 
-    Attributes
-    ----------
-    mu_source, mu_target
-        ``(d,)`` centroids of the two frames.
-    rotation
-        ``(d, d)`` orthogonal matrix (reflections allowed).
-    scale
-        Global scale factor.
+    ``mu_source`` and ``mu_target`` are the ``(d,)`` centroids of the two frames, ``rotation`` a ``(d, d)``
+    orthogonal matrix (reflections allowed) and ``scale`` the global scale factor.
     """
 
     mu_source: np.ndarray
