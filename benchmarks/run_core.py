@@ -280,47 +280,23 @@ def run_peer(name, reference, query, info, seed, kwargs):
     return func(reference, query, info, seed, **kwargs)
 
 
-def _knn(reference, query, info, seed, truth):
-    pred, params = baselines.knn_regression(
-        reference,
-        query,
-        spatial_key=info["spatial_key"],
-        layer=info["layer"],
-        batch_key=info["batch_key"],
-        seed=seed,
-        return_params=True,
-    )
-    return pred, json.dumps(params, sort_keys=True)
+def _reference_method(func, **extra):
+    """A baseline that maps the query onto the reference: the task's keys, the seed, and ``extra``."""
 
+    def run(reference, query, info, seed, truth):
+        keys = {"spatial_key": info["spatial_key"], "layer": info["layer"], "batch_key": info["batch_key"]}
+        out = func(reference, query, seed=seed, **keys, **extra)
+        if isinstance(out, tuple):  # (layout, chosen parameters)
+            return out[0], json.dumps(out[1], sort_keys=True)
+        return out, ""
 
-def _nn1(reference, query, info, seed, truth):
-    pred = baselines.nearest_neighbor(
-        reference,
-        query,
-        spatial_key=info["spatial_key"],
-        layer=info["layer"],
-        batch_key=info["batch_key"],
-        seed=seed,
-    )
-    return pred, ""
-
-
-def _ot(reference, query, info, seed, truth):
-    pred = baselines.optimal_transport(
-        reference,
-        query,
-        spatial_key=info["spatial_key"],
-        layer=info["layer"],
-        batch_key=info["batch_key"],
-        seed=seed,
-    )
-    return pred, ""
+    return run
 
 
 BASELINES = {
-    "knn": ("knn_regression", _knn),
-    "nn1": ("nearest_neighbor", _nn1),
-    "ot": ("optimal_transport", _ot),
+    "knn": ("knn_regression", _reference_method(baselines.knn_regression, return_params=True)),
+    "nn1": ("nearest_neighbor", _reference_method(baselines.nearest_neighbor)),
+    "ot": ("optimal_transport", _reference_method(baselines.optimal_transport)),
     "pca": (
         "expression_pca",
         lambda r, q, info, seed, t: (baselines.expression_pca(q, dim=info["dim"], layer=info["layer"]), ""),
