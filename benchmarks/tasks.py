@@ -40,6 +40,7 @@ _SHARED_FILES = {
     "starmap_section": "starmap_mpfc.h5ad",
     "dlpfc_section": "dlpfc_donor3.h5ad",
     "merfish_section": "merfish_hypothalamus.h5ad",
+    "her2st_section": "her2st_patient_b.h5ad",
 }
 #: Layer normal of the osmFISH section (duplicates removed) for ``osmfish_halves``.
 OSMFISH_LAYER_NORMAL = (0.43837114678907746, 0.898794046299167)
@@ -52,6 +53,7 @@ TASKS = (
     "starmap_section",
     "dlpfc_section",
     "merfish_section",
+    "her2st_section",
 )
 
 
@@ -292,6 +294,7 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     ``starmap_section``  STARmap mPFC, 3 mice: the last mouse held out
     ``dlpfc_section``    Visium DLPFC donor 3, 4 sections × 1,125 genes: the last section held out
     ``merfish_section``  MERFISH hypothalamus, 2 sections: the last section held out
+    ``her2st_section``   HER2+ breast tumour, legacy ST spots, 6 sections × 3,000 genes: B1 (labelled) held out
     ===================  ==================================================================================
 
     osmFISH's 316 rows flagged ``obs["duplicate"]`` (exact copies of other rows) are dropped first
@@ -341,10 +344,19 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
         adata = _read_shared(name)
         if name == "merfish_section":  # volume-normalised counts (not integers)
             _log_normalize_inplace(adata)
-        reference, query = split_section(adata, batch_key="section")
+        if name == "her2st_section":  # 3 of the 1,712 spots hold no counts at all
+            adata = adata[np.asarray(adata.X.sum(1)).ravel() > 0].copy()
+        # her2st: hold out B1, the one section with pathologist labels (for the enrichment agreement)
+        held_out = "B1" if name == "her2st_section" else None
+        reference, query = split_section(adata, batch_key="section", section=held_out)
 
     batch_key = "section" if "section" in reference.obs and reference.obs["section"].nunique() > 1 else None
-    labels = {"starmap_section": "cell_type", "dlpfc_section": "layer", "merfish_section": "cell_class"}
+    labels = {
+        "starmap_section": "cell_type",
+        "dlpfc_section": "layer",
+        "merfish_section": "cell_class",
+        "her2st_section": "path_label",
+    }
     info = {
         "name": name,
         "labels_key": labels.get(name),

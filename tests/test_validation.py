@@ -252,3 +252,19 @@ def test_negative_values_in_a_counts_layer_are_refused(tissue):
         sem.SpatialEDM.setup_anndata(adata, layer="counts", expression="counts")
     adata.layers["scaled"] = adata.layers["counts"]
     sem.SpatialEDM.setup_anndata(adata, layer="scaled", expression="log")  # declared log: accepted
+
+
+def test_wide_panels_read_only_the_most_variable_genes(tiny, tiny_sets, tmp_path):
+    adata = sem.datasets.synthetic_tissue(n_cells=200, n_genes=30, n_sections=2, seed=4)
+    sem.SpatialEDM.setup_anndata(adata, batch_key="section")
+    model = sem.SpatialEDM(adata, n_top_genes=12, **tiny)
+    genes = model.preprocessor_["genes"]
+    assert len(genes) == 12 and set(genes) <= set(adata.var_names)
+    assert model.module.encoder.net[0].in_features == 12
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    query = adata[:50].copy()
+    coords = model.get_latent_coordinates(query, seed=0, key_added=None)
+    model.save(tmp_path / "m")
+    loaded = sem.SpatialEDM.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.get_latent_coordinates(query, seed=0, key_added=None), coords)
+    assert len(sem.SpatialEDM(adata, n_top_genes=None, **tiny).preprocessor_["genes"]) == 30

@@ -48,6 +48,11 @@ class ModelConfig(_ConfigMixin):
     scale_genes
         Divide each gene by its own spread in the reference; otherwise by one global spread, which
         keeps the relative variance of the genes (as a PCA of log-expression does).
+    n_top_genes
+        With more genes than this in the reference, the model reads only its ``n_top_genes`` most variable
+        genes (scanpy's ``highly_variable_genes``, per section, on the normalised reference), so that a
+        whole-transcriptome panel does not give the encoder thousands of noisy inputs to memorise. ``None``
+        reads every gene.
     finetune_encoder
         Keep training the expression encoder with the generator instead of freezing it after the
         contrastive stage.
@@ -87,6 +92,7 @@ class ModelConfig(_ConfigMixin):
     n_heads: int = 4
     dropout: float = 0.1
     scale_genes: bool = True
+    n_top_genes: int | None = 2000
     finetune_encoder: bool = True
     gene_dropout: float = 0.2
     expression_noise: float = 0.3
@@ -107,6 +113,8 @@ class ModelConfig(_ConfigMixin):
                 f"Need 0 < sigma_min_factor < sigma_max_factor, got {self.sigma_min_factor} and "
                 f"{self.sigma_max_factor}."
             )
+        if self.n_top_genes is not None and self.n_top_genes < 1:
+            raise ValueError(f"n_top_genes must be positive or None, got {self.n_top_genes}.")
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be at least 1, got {self.n_steps}.")
 

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ._constants import UNCERTAINTY_KEY
 from ._distance_geometry import measure_edges, median_edges, stress_majorization
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
 
@@ -180,6 +181,18 @@ class LayoutPredictor:
             draws = [align_numpy(d, layout) for d in draws]
         spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
         return layout, spread
+
+
+def write_layout(adata, layout: np.ndarray, spread: np.ndarray | None, key_added: str, copy: bool):
+    """Write ``obsm[key_added]`` (and the uncertainty in ``obs``) into ``adata`` or a copy of it.
+
+    Returns the copy with ``copy=True``, else the layout (as :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`).
+    """
+    target = adata.copy() if copy else adata
+    target.obsm[key_added] = layout.astype(np.float32)
+    if spread is not None:
+        target.obs[UNCERTAINTY_KEY] = spread.astype(np.float32)
+    return target if copy else layout
 
 
 def _consensus(n: int, pieces, init: np.ndarray, gen: torch.Generator) -> np.ndarray:

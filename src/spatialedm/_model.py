@@ -15,10 +15,10 @@ from scvi.utils import setup_anndata_dsp
 
 from . import _persistence, diagnostics, transfer
 from ._config import ModelConfig, SetConfig
-from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS, UNCERTAINTY_KEY
+from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
 from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
-from ._inference import LayoutPredictor
+from ._inference import LayoutPredictor, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
@@ -46,8 +46,8 @@ class SpatialEDM(BaseModelClass):
         Reference AnnData registered with :meth:`setup_anndata`.
     config
         Network and loss settings; fields may also be given as keyword arguments.
-    registry
-        Used by :meth:`load` when no AnnData is given.
+    registry, preprocessor
+        Used by :meth:`load`: the saved AnnData registry and preprocessing.
     **model_kwargs
         Fields of :class:`~spatialedm.ModelConfig`, e.g. ``dim=64``.
 
@@ -73,22 +73,19 @@ class SpatialEDM(BaseModelClass):
         adata: AnnData | None = None,
         config: ModelConfig | None = None,
         registry: dict | None = None,
+        preprocessor: dict | None = None,
         **model_kwargs,
     ):
         super().__init__(adata, registry=registry)
-        model_config = ModelConfig.from_kwargs(config, **model_kwargs)
-        self.model_config_ = model_config.to_dict()
-        self.set_config_ = SetConfig().to_dict()
-        n_genes, n_spatial = int(self.summary_stats["n_vars"]), int(self.summary_stats["n_spatial"])
-        if adata is not None and registry is None:  # fitted once here, saved, reused for every query
+        config = ModelConfig.from_kwargs(config, **model_kwargs)
+        self.model_config_, self.set_config_ = config.to_dict(), SetConfig().to_dict()
+        if preprocessor is None:  # fitted once here, saved, reused for every query
             setup = self.registry_["setup_args"]
-            self.preprocessor_ = Preprocessor.fit_registered(adata, setup, model_config.scale_genes).to_dict()
-        self.module = self._module_cls(n_genes, n_spatial, model_config)
-        self._model_summary_string = (
-            f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout, set width {model_config.dim}, "
-            f"ISAB blocks context/generator/denoiser {model_config.n_context_blocks}/"
-            f"{model_config.n_generator_blocks}/{model_config.n_denoiser_blocks}."
-        )
+            preprocessor = Preprocessor.fit_registered(adata, setup, config).to_dict()
+        self.preprocessor_ = dict(preprocessor)
+        n_genes, n_spatial = len(self.preprocessor_["genes"]), int(self.summary_stats["n_spatial"])
+        self.module = self._module_cls(n_genes, n_spatial, config)
+        self._model_summary_string = f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout."
         self.init_params_ = self._get_init_params(locals())
 
     @property
@@ -248,14 +245,12 @@ class SpatialEDM(BaseModelClass):
         True
         """
         self._check_if_trained(warn=True)
-        view = self.expression_view(adata)
+        view, step = self.expression_view(adata), batch_size or 4096
         self.module.eval()
-        batch_size = batch_size or 4096
-        out = []
-        for start in range(0, view.n_obs, batch_size):
-            x = torch.from_numpy(view.rows(np.arange(start, min(start + batch_size, view.n_obs))))
-            out.append(self.module.encoder(x.to(self.device)).cpu().numpy())
-        return np.concatenate(out)
+        chunks = (view.rows(np.arange(i, min(i + step, view.n_obs))) for i in range(0, view.n_obs, step))
+        return np.concatenate(
+            [self.module.encoder(torch.from_numpy(x).to(self.device)).cpu().numpy() for x in chunks]
+        )
 
     @placement_dsp.dedent
     def get_latent_coordinates(
@@ -330,15 +325,8 @@ class SpatialEDM(BaseModelClass):
             consensus=consensus,
             stochastic=stochastic,
         )
-        if key_added is None:
-            return layout
         target = self.adata if adata is None else adata
-        if copy:
-            target = target.copy()
-        target.obsm[key_added] = layout.astype(np.float32)
-        if spread is not None:
-            target.obs[UNCERTAINTY_KEY] = spread.astype(np.float32)
-        return target if copy else layout
+        return layout if key_added is None else write_layout(target, layout, spread, key_added, copy)
 
     # Transfer and diagnostics are functions over a trained model; these are their method forms.
     project_genes = as_method(transfer.project_genes)

@@ -323,7 +323,9 @@ def load_model(
                 "The AnnData is not the model's reference; loaded without one (pass it to get_latent_coordinates)."
             )
             adata = None
-    model = cls(adata, registry=registry, **attributes["model_config_"])
+    model = cls(
+        adata, registry=registry, preprocessor=attributes["preprocessor_"], **attributes["model_config_"]
+    )
     for key, value in attributes.items():
         setattr(model, key, value)
     try:
@@ -400,7 +402,7 @@ def convert_legacy_model(
     }
     registry = attributes.pop("registry_")
     attributes.pop("init_params_", None)
-    model = SpatialEDM(None, registry=registry, **config)
+    model = SpatialEDM(None, registry=registry, preprocessor=attributes["preprocessor_"], **config)
     for key, value in attributes.items():
         setattr(model, key, value)
     state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}

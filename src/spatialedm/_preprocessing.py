@@ -12,6 +12,7 @@ the number of cells.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,7 +112,10 @@ def log_normalize(block: np.ndarray, target_sum: float) -> np.ndarray:
     import scanpy as sc
 
     adata = AnnData(np.array(block, dtype=np.float32))
-    sc.pp.normalize_total(adata, target_sum=float(target_sum))
+    with warnings.catch_warnings():
+        # cells without counts stay at zero, which is what we want; the callers report them once
+        warnings.filterwarnings("ignore", message="Some cells have zero counts", category=UserWarning)
+        sc.pp.normalize_total(adata, target_sum=float(target_sum))
     sc.pp.log1p(adata)
     return np.asarray(adata.X, dtype=np.float32)
 
@@ -151,6 +155,64 @@ def batch_codes(
         )
     codes, names = pd.factorize(col.astype(str).to_numpy())
     return codes.astype(np.int64), pd.Index(names)
+
+
+def select_genes(
+    adata: AnnData,
+    n_top_genes: int,
+    *,
+    is_counts: bool,
+    layer: str | None = None,
+    batch_key: str | None = None,
+) -> pd.Index:
+    """The ``n_top_genes`` most variable genes of a reference, in its gene order (scanpy).
+
+    Counts are normalised to the median library size and ``log1p``-transformed on a copy, then
+    :func:`scanpy.pp.highly_variable_genes` (``flavor="seurat"``, per section with ``batch_key``) ranks
+    the genes.
+
+    Parameters
+    ----------
+    adata
+        Reference cells.
+    n_top_genes
+        Genes to keep.
+    is_counts
+        Whether the expression holds raw counts.
+    layer
+        Layer holding expression (``None``: ``X``).
+    batch_key
+        ``obs`` column of the reference's sections.
+
+    Returns
+    -------
+    The selected gene names.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> X = np.random.default_rng(0).poisson(2, size=(100, 30)).astype(np.float32)
+    >>> len(select_genes(ad.AnnData(X), 10, is_counts=True))
+    10
+    """
+    import scanpy as sc
+
+    X = adata.layers[layer] if layer is not None else adata.X
+    if hasattr(X, "to_memory"):
+        X = X.to_memory()
+    tmp = AnnData(X.astype(np.float32) if sparse.issparse(X) else np.array(X, dtype=np.float32))
+    tmp.var_names = adata.var_names.copy()
+    if batch_key is not None and batch_key in adata.obs:
+        tmp.obs["batch"] = adata.obs[batch_key].astype(str).to_numpy()
+    if is_counts:
+        sc.pp.normalize_total(tmp)
+        sc.pp.log1p(tmp)
+    sc.pp.highly_variable_genes(
+        tmp, n_top_genes=int(n_top_genes), flavor="seurat", batch_key="batch" if "batch" in tmp.obs else None
+    )
+    genes = adata.var_names[tmp.var["highly_variable"].to_numpy()]
+    logger.info("Selected the %d most variable of the reference's %d genes.", len(genes), adata.n_vars)
+    return genes
 
 
 class ExpressionView:
@@ -290,13 +352,15 @@ class Preprocessor:
         layer: str | None = None,
         batch_key: str | None = None,
         per_gene: bool = True,
+        n_top_genes: int | None = None,
     ) -> Preprocessor:
         """Fit the normalisation target and the gene spreads on a reference AnnData.
 
         Parameters
         ----------
         adata
-            Reference cells; every gene of ``adata.var_names`` becomes a model gene.
+            Reference cells; every gene of ``adata.var_names`` becomes a model gene (unless
+            ``n_top_genes`` selects fewer).
         is_counts
             Whether the expression holds raw counts.
         layer
@@ -305,11 +369,17 @@ class Preprocessor:
             ``obs`` column of the reference's sections, each centred on its own.
         per_gene
             See the class parameters.
+        n_top_genes
+            Keep only this many highly variable genes when the reference has more (:func:`select_genes`).
 
         Returns
         -------
         The fitted preprocessor.
         """
+        if n_top_genes is not None and adata.n_vars > n_top_genes:
+            adata = adata[
+                :, select_genes(adata, n_top_genes, is_counts=is_counts, layer=layer, batch_key=batch_key)
+            ]
         X = adata.layers[layer] if layer is not None else adata.X
         target = None
         if is_counts:
@@ -318,6 +388,13 @@ class Preprocessor:
                 idx = np.arange(start, min(start + CHUNK_SIZE, adata.n_obs))
                 totals[idx] = dense_rows(X, idx).sum(1)
             target = float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
+            if (totals == 0).any():
+                logger.warning(
+                    "%d reference cells have no counts on the model's %d genes; they are read as their section's "
+                    "mean expression.",
+                    int((totals == 0).sum()),
+                    adata.n_vars,
+                )
         prep = cls(
             genes=list(map(str, adata.var_names)), is_counts=is_counts, target_sum=target, per_gene=per_gene
         )
@@ -338,17 +415,23 @@ class Preprocessor:
         return prep
 
     @classmethod
-    def fit_registered(cls, adata: AnnData, setup: dict, per_gene: bool = True) -> Preprocessor:
+    def fit_registered(cls, adata: AnnData, setup: dict, config) -> Preprocessor:
         """Fit on a reference registered with ``setup_anndata``.
 
         ``setup`` holds its ``setup_args``: layer, batch key and the declared ``expression`` kind
-        (``"auto"`` detects counts).
+        (``"auto"`` detects counts); ``config`` is the model's :class:`~spatialedm.ModelConfig`
+        (``scale_genes``, ``n_top_genes``).
         """
         layer, declared = setup.get("layer"), setup.get("expression", "auto")
         X = adata.layers[layer] if layer is not None else adata.X
         is_counts = looks_like_counts(X) if declared == "auto" else declared == "counts"
         return cls.fit(
-            adata, is_counts=is_counts, layer=layer, batch_key=setup.get("batch_key"), per_gene=per_gene
+            adata,
+            is_counts=is_counts,
+            layer=layer,
+            batch_key=setup.get("batch_key"),
+            per_gene=config.scale_genes,
+            n_top_genes=config.n_top_genes,
         )
 
     def view(
