@@ -1,0 +1,117 @@
+"""Sampling study: one posterior sample, several Heun steps, consensus, against the deterministic layout.
+
+Loads the models that ``run_core --models DIR`` trained (the core benchmark's models: defaults, one per
+task and seed), places each task's query with several refiner settings and scores every layout with
+:func:`spatialedm.metrics.evaluate` (agreement and shape). Inference only: nothing is retrained.
+
+Example::
+
+    python -m benchmarks.sampling --models /path/to/models --tasks osmfish_halves starmap_section --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.run_core import RESULTS, replace_block
+from benchmarks.tasks import load_task
+from spatialedm import SpatialEDM, metrics
+
+#: (label, get_latent_coordinates options)
+CHAINS = [
+    ("deterministic (default)", {}),
+    ("generator", {"refine": False}),
+    *[
+        (
+            f"sample, σ_start {s:g}, {n} step{'s' if n > 1 else ''}",
+            {"stochastic": True, "sigma_start": s, "n_steps": n},
+        )
+        for s in (1.0, 2.0, 3.0)
+        for n in (1, 4, 8)
+    ],
+    ("consensus of 8 samples", {"n_samples": 8, "consensus": True}),
+]
+COLUMNS = ["cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "nn_distance_ratio", "coverage_recall"]
+
+
+def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
+    rows = []
+    for name in tasks:
+        for seed in seeds:
+            folder = models / f"{name}_seed{seed}"
+            if not (folder / "model.json").exists():
+                print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
+                continue
+            reference, query, info = load_task(name, seed=seed)
+            truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
+            del query.obsm[info["spatial_key"]]
+            labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
+            model = SpatialEDM.load(folder)
+            for label, kwargs in CHAINS:
+                t0 = time.perf_counter()
+                pred = model.get_latent_coordinates(query, seed=seed, key_added=None, **kwargs)
+                scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
+                rows.append(
+                    {
+                        "task": name,
+                        "seed": seed,
+                        "chain": label,
+                        "options": json.dumps(kwargs),
+                        **scores,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
+                print(
+                    f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
+                    flush=True,
+                )
+    df = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return df
+
+
+def table(df: pd.DataFrame) -> str:
+    lines = [
+        "| task | chain | n seeds | " + " | ".join(COLUMNS) + " |",
+        "|---|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for (task, chain), g in df.groupby(["task", "chain"], sort=False):
+        cells = [f"{g[c].mean():.3f}" for c in COLUMNS]
+        lines.append(f"| {task} | {chain} | {len(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--models", type=Path, required=True, help="folder of the models saved by run_core --models"
+    )
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", type=Path, default=RESULTS / "sampling.csv")
+    p.add_argument("--results-md", type=Path, default=RESULTS.parent / "RESULTS.md")
+    args = p.parse_args(argv)
+    df = run(args.models, args.tasks, args.seeds, args.out)
+    if df.empty:
+        return
+    command = "python -m benchmarks.sampling " + " ".join(argv or __import__("sys").argv[1:])
+    block = f"Command: `{command}`; raw rows `{args.out.name}` in `benchmarks/results/`.\n\n{table(df)}"
+    replace_block(
+        args.results_md,
+        "<!-- sampling:start -->",
+        "<!-- sampling:end -->",
+        f"<!-- sampling:start -->\n\n{block}\n\n<!-- sampling:end -->",
+        heading="## Sampling",
+    )
+    print(table(df))
+
+
+if __name__ == "__main__":
+    main()
