@@ -315,13 +315,11 @@ def knn_regression(
     coordinates from the other half, and each of :data:`N_BLOCKS` contiguous blocks (k-means on the
     coordinates, seeded) from the rest. The combination with the best mean
     :func:`~spatialedm.metrics.cellwise_spearman` (on up to :data:`CV_MAX_CELLS` held-out cells per part)
-    is used. The single-section design (halves and blocks together) was picked among blocks only, halves
-    only and both on the benchmark tasks ``osmfish_halves``, ``embryo_slab`` and ``merfish_section``
-    (cellwise Spearman 0.571, 0.721, 0.232 against 0.537, 0.721, 0.232 for blocks only); the selection
-    is noisy on one section (its choice can miss the query's best setting by a few hundredths) and gains
-    most on several sections (DLPFC: 0.727 against 0.692 for ``n_neighbors=10, n_comps=30``). On one
-    section the selection scores 16 candidates on 8 held-out parts, almost all of its time: 8 s of CPU
-    time on osmFISH's 1,545 reference cells, 14 s on the embryo's 2,279.
+    is used. Holding out halves as well as blocks of a single section mimics the harder case of a query
+    from a region the reference does not cover; the choice among such designs was made on the package's
+    benchmark tasks. On one section the selection is noisy (it can miss the query's best setting by a few
+    hundredths); it is most useful with several sections. It scores 16 candidates on up to 8 held-out
+    parts, which is almost all of the function's run time (seconds for a few thousand reference cells).
 
     Parameters
     ----------
@@ -346,9 +344,8 @@ def knn_regression(
         Number of principal components (capped by the number of genes and reference cells); ``None``:
         chosen on the reference.
     scale_genes
-        Whether to scale every gene to unit variance before the PCA. Off by default: on the held-out
-        sections of STARmap, DLPFC and MERFISH, unit-variance genes lowered cellwise Spearman by 0.00–0.04
-        (scaling amplifies noisy, weakly expressed genes), so the unscaled PCA is the stronger baseline.
+        Whether to scale every gene to unit variance before the PCA. Off by default: scaling amplifies
+        noisy, weakly expressed genes, and a PCA of log-expression keeps the genes' relative variance.
     seed
         Seed of the spatial blocks and of the scoring's cell subsample in the selection (the prediction
         itself is deterministic).
@@ -518,15 +515,11 @@ def optimal_transport(
     :data:`OT_MAX_CELLS` cells is transported in random chunks (seeded) of at most that size, each onto
     the same locations, so the chunks share one frame.
 
-    The defaults were chosen on the benchmark tasks (``osmfish_halves``, ``embryo_slab``,
-    ``starmap_section``, ``dlpfc_section``, ``merfish_section``; ``n_comps=30`` while comparing):
-    ``epsilon=0.01`` was best or tied on all five (0.02 lowered cellwise Spearman by up to 0.07 on
-    DLPFC; 0.005 and 0.001 lost 0.04 and 0.14 on osmFISH, Sinkhorn not converging at 0.001; the unregularised
-    problem, whose plan is nearly a permutation, gave 0.36 instead of 0.57 on osmFISH). ``alpha=0.5``
-    (novoSpaRc's reference-atlas value) was within 0.02 of 0.8 and better than 0.2 on the embryo and
-    STARmap tasks. With these defaults the layouts score about as well as :func:`knn_regression` (better
-    on the embryo, worse on DLPFC) and take 20 s to several minutes on one thread (each chunk and
-    section solves a ``2,000 × 2,000`` problem).
+    The constants ``epsilon`` and ``alpha`` are fixed defaults chosen on the package's benchmark tasks
+    (``alpha=0.5`` is novoSpaRc's value for a reference atlas); smaller ``epsilon`` makes the plan
+    closer to a permutation and the layout noisier, and the unregularised problem (``epsilon=0``) is
+    much worse. Each chunk and section solves a problem of up to ``2,000 × 2,000``: from tens of seconds
+    to minutes on one thread.
 
     Parameters
     ----------
