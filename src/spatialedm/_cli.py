@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-logger = logging.getLogger("spatialedm")
+logger = logging.getLogger(__name__)
 
 _METRIC_COLUMNS = ("cellwise_spearman", "patch_jaccard", "knn_jaccard", "distance_spearman")
 
@@ -348,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     2
     """
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # the command's own progress lines; the library's details stay at WARNING unless --debug
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING, format="%(message)s")
+    logger.setLevel(logging.INFO)
     try:
         {"fit": _fit, "predict": _predict, "demo": _demo}[args.command](args)
     except (CLIError, KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
