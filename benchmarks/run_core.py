@@ -466,6 +466,51 @@ def summary_table(csv_paths: Path | list[Path], tasks: list[str] | None = None) 
     )
 
 
+PEER_NAMES = {"tangram", "novosparc", "celery"}
+TASK_TITLES = {
+    "osmfish_halves": "osmFISH cortex, half held out (across the layers)",
+    "osmfish_random": "osmFISH cortex, random 30% held out",
+    "embryo_slab": "*Drosophila* embryo, end quarter held out (3-D)",
+    "embryo_random": "*Drosophila* embryo, random 30% held out (3-D)",
+    "starmap_section": "STARmap mPFC, one mouse held out",
+    "dlpfc_section": "Visium DLPFC, one section held out",
+    "merfish_section": "MERFISH hypothalamus, one section held out",
+    "her2st_section": "HER2+ tumour (legacy ST, 3,000 genes), one section held out",
+}
+
+
+def readme_table(csv_paths, tasks: list[str] | None = None) -> str:
+    """The README's compact table: spatialedm's default layout against the best baseline and peer per task."""
+
+    def cell(g):
+        return f"{g['cellwise_spearman'].mean():.3f} / {g['patch_jaccard'].mean():.3f}"
+
+    df = _pooled(csv_paths)
+    order = [t for t in (tasks or list(dict.fromkeys(df["task"]))) if t in set(df["task"])]
+    lines = [
+        "| task | spatialedm | best baseline | best peer | spatialedm / best other (cellwise) | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in order:
+        sub = df[df["task"] == task]
+        means = sub.groupby("label")["cellwise_spearman"].mean()
+        own = sub[sub["label"] == "spatialedm_refined"]
+        base = [m for m in means.index if not m.startswith("spatialedm") and m not in FLOORS | PEER_NAMES]
+        peers = [m for m in means.index if m in PEER_NAMES]
+        if own.empty or not base:
+            continue
+        b = means[base].idxmax()
+        best_peer = (
+            f"{cell(sub[sub['label'] == means[peers].idxmax()])} ({means[peers].idxmax()})" if peers else "—"
+        )
+        best_other = means[[*base, *peers]].max()
+        lines.append(
+            f"| {TASK_TITLES.get(task, task)} | {cell(own)} | {cell(sub[sub['label'] == b])} ({b}) | {best_peer} "
+            f"| {means['spatialedm_refined'] / best_other:.2f} | {len(own)} |"
+        )
+    return "\n".join(lines)
+
+
 def _rel(path: Path) -> Path:
     try:
         return path.resolve().relative_to(REPO)
@@ -496,6 +541,12 @@ def write_summary(csv_paths: Path | list[Path], md_path: Path, tasks: list[str] 
         ]
     )
     replace_block(md_path, START, END, block, heading="## Core quality (held-out reconstruction)")
+    readme = REPO / "README.md"
+    if md_path.resolve() == (REPO / "benchmarks" / "RESULTS.md").resolve() and readme.exists():
+        start, end = "<!-- readme-table:start -->", "<!-- readme-table:end -->"
+        if start in readme.read_text():
+            note = f"Written by `{command}` from [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md)'s rows."
+            replace_block(readme, start, end, f"{start}\n\n{note}\n\n{readme_table(paths, tasks)}\n\n{end}")
     return table
 
 
