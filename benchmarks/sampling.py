@@ -12,14 +12,16 @@ Example::
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, replace_block
+from benchmarks.run_core import RESULTS, machine, replace_block
 from benchmarks.tasks import load_task
 from spatialedm import SpatialEDM, metrics
 
@@ -101,8 +103,19 @@ def main(argv=None):
     df = run(args.models, args.tasks, args.seeds, args.out)
     if df.empty:
         return
-    command = "python -m benchmarks.sampling " + " ".join(argv or __import__("sys").argv[1:])
-    block = f"Command: `{command}`; raw rows `{args.out.name}` in `benchmarks/results/`.\n\n{table(df)}"
+    # the models folder is the user's own; the command names it as run_core's docs do
+    argv = [("MODELS" if a == str(args.models) else a) for a in (argv or sys.argv[1:])]
+    command = "python -m benchmarks.sampling " + " ".join(argv)
+    block = "\n".join(
+        [
+            f"Command: `{command}` (inference only, on the models `run_core --models MODELS` trained)  ",
+            f"Machine: {machine()}  ",
+            f"Date: {dt.date.today().isoformat()}  ",
+            f"Raw rows: `benchmarks/results/{args.out.name}`.",
+            "",
+            table(df),
+        ]
+    )
     replace_block(
         args.results_md,
         "<!-- sampling:start -->",

@@ -71,7 +71,7 @@ class SpatialEDMTrainRunner(TrainRunner):
             if isinstance(err, SystemExit) and err.code not in (1, None):
                 raise
             self.model.module.eval()
-            self.model.is_trained_ = True
+            self.model.is_trained = True
             self.model.validation_indices = self.data_splitter.val_idx
             logger.warning(
                 "Training interrupted after %d epoch(s) (stage %r); the model keeps the weights reached so far.",
