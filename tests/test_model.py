@@ -269,3 +269,27 @@ def test_training_resumes_from_lightning_checkpoint(tissue, tiny, tiny_sets, tmp
     for a, b in zip(first.module.encoder.parameters(), resumed.module.encoder.parameters()):
         torch.testing.assert_close(a, b)
     assert float(resumed.module.sigma_data) > 0
+
+
+def test_wide_panel_reads_principal_components(tiny, tiny_sets, tmp_path):
+    adata = sem.datasets.synthetic_tissue(n_cells=200, n_genes=20, n_sections=2, dim=2, seed=3)
+    sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial", batch_key="section")
+    model = sem.SpatialEDM(adata, n_pcs=6, **tiny)
+    axes = model.module.gene_projection.numpy()
+    assert axes.shape == (20, 6)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(6), atol=1e-5)  # orthonormal axes, not zeros
+    # they span the reference input's leading principal subspace (all principal angles zero)
+    X = model.expression_view().all_rows()
+    top = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:6].T
+    np.testing.assert_allclose(np.linalg.svd(axes.T @ top, compute_uv=False), 1.0, atol=1e-3)
+    assert model.module.encoder.net[0].in_features == 6
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    loaded = sem.SpatialEDM.load(tmp_path / "m", adata=adata)
+    np.testing.assert_array_equal(loaded.module.gene_projection.numpy(), axes)
+    np.testing.assert_array_equal(
+        loaded.get_latent_coordinates(seed=1, key_added=None),
+        model.get_latent_coordinates(seed=1, key_added=None),
+    )
+    # a panel no wider than n_pcs is read gene by gene
+    assert sem.SpatialEDM(adata, n_pcs=20, **tiny).module.encoder.net[0].in_features == 20

@@ -46,13 +46,20 @@ class ModelConfig(_ConfigMixin):
         Dropout rate in the expression encoder (the set networks use none: it is slow on CPUs and the
         input noise below regularises them).
     scale_genes
-        Divide each gene by its own spread in the reference; otherwise by one global spread, which
-        keeps the relative variance of the genes (as a PCA of log-expression does).
+        Divide each gene by its own spread in the reference (``True``), or all genes by one global spread
+        (``False``), which keeps the relative variance of the genes as a PCA of log-expression does.
+        ``None`` (default): per gene when the encoder reads the genes themselves, globally when it reads
+        principal components (``n_pcs``), as scanpy's PCA of log-normalised data does.
     n_top_genes
         With more genes than this in the reference, the model reads only its ``n_top_genes`` most variable
         genes (scanpy's ``highly_variable_genes``, per section, on the normalised reference), so that a
         whole-transcriptome panel does not give the encoder thousands of noisy inputs to memorise. ``None``
         reads every gene.
+    n_pcs
+        With more model genes than this, the encoder reads the expression projected onto the reference's
+        ``n_pcs`` leading principal axes (fitted once on the preprocessed reference, after gene dropout and
+        noise are applied to the genes), so that a wide panel reaches the encoder as a few dozen
+        denoised inputs rather than thousands of noisy ones. ``None`` reads the genes directly.
     finetune_encoder
         Keep training the expression encoder with the generator instead of freezing it after the
         contrastive stage.
@@ -91,8 +98,9 @@ class ModelConfig(_ConfigMixin):
     n_inducing: int = 16
     n_heads: int = 4
     dropout: float = 0.1
-    scale_genes: bool = True
+    scale_genes: bool | None = None
     n_top_genes: int | None = 2000
+    n_pcs: int | None = 50
     finetune_encoder: bool = True
     gene_dropout: float = 0.2
     expression_noise: float = 0.3
@@ -115,6 +123,8 @@ class ModelConfig(_ConfigMixin):
             )
         if self.n_top_genes is not None and self.n_top_genes < 1:
             raise ValueError(f"n_top_genes must be positive or None, got {self.n_top_genes}.")
+        if self.n_pcs is not None and self.n_pcs < 1:
+            raise ValueError(f"n_pcs must be positive or None, got {self.n_pcs}.")
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be at least 1, got {self.n_steps}.")
 

@@ -20,7 +20,7 @@ from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor, write_layout
 from ._module import SpatialEDMModule
-from ._preprocessing import ExpressionView, Preprocessor
+from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
 from ._trainrunner import SpatialEDMTrainRunner
 from ._validation import validate_expression, validate_spatial
@@ -79,12 +79,16 @@ class SpatialEDM(BaseModelClass):
         super().__init__(adata, registry=registry)
         config = ModelConfig.from_kwargs(config, **model_kwargs)
         self.model_config_, self.set_config_ = config.to_dict(), SetConfig().to_dict()
-        if preprocessor is None:  # fitted once here, saved, reused for every query
+        fresh = preprocessor is None
+        if fresh:  # fitted once here, saved, reused for every query
             setup = self.registry_["setup_args"]
             preprocessor = Preprocessor.fit_registered(adata, setup, config).to_dict()
         self.preprocessor_ = dict(preprocessor)
         n_genes, n_spatial = len(self.preprocessor_["genes"]), int(self.summary_stats["n_spatial"])
         self.module = self._module_cls(n_genes, n_spatial, config)
+        if fresh and self.module.n_projected is not None:  # saved in the module's state thereafter
+            axes = principal_axes(self.expression_view(), self.module.n_projected)
+            self.module.gene_projection.copy_(torch.from_numpy(axes))
         self._model_summary_string = f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout."
         self.init_params_ = self._get_init_params(locals())
 
@@ -249,7 +253,10 @@ class SpatialEDM(BaseModelClass):
         self.module.eval()
         chunks = (view.rows(np.arange(i, min(i + step, view.n_obs))) for i in range(0, view.n_obs, step))
         return np.concatenate(
-            [self.module.encoder(torch.from_numpy(x).to(self.device)).cpu().numpy() for x in chunks]
+            [
+                self.module.embed(torch.from_numpy(x).to(self.device), augment=False).cpu().numpy()
+                for x in chunks
+            ]
         )
 
     @placement_dsp.dedent

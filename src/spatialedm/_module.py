@@ -44,8 +44,16 @@ class SpatialEDMModule(BaseModuleClass):
         super().__init__()
         self.config = config = config or ModelConfig()
         self.n_spatial = n_spatial
+        # Wide panels: a fixed projection onto the reference's principal axes, filled by the model.
+        self.n_projected = config.n_pcs if config.n_pcs is not None and n_input > config.n_pcs else None
+        if self.n_projected is not None:
+            self.register_buffer("gene_projection", torch.zeros(n_input, self.n_projected))
         self.encoder = ExpressionEncoder(
-            n_input, config.n_hidden, config.n_latent, config.n_encoder_layers, config.dropout
+            self.n_projected or n_input,
+            config.n_hidden,
+            config.n_latent,
+            config.n_encoder_layers,
+            config.dropout,
         )
         kw = {"n_inducing": config.n_inducing, "n_heads": config.n_heads}
         self.context = SetContextEncoder(config.n_latent, config.dim, config.n_context_blocks, **kw)
@@ -74,6 +82,14 @@ class SpatialEDMModule(BaseModuleClass):
         keep = (torch.rand_like(x) >= self.config.gene_dropout).to(x.dtype)
         return x * keep + self.config.expression_noise * torch.randn_like(x)
 
+    def embed(self, x: torch.Tensor, augment: bool = True) -> torch.Tensor:
+        """Per-cell embedding ``Z`` of preprocessed expression ``(..., G)`` (augmented in training)."""
+        if augment:
+            x = self.augment(x)
+        if self.n_projected is not None:
+            x = x @ self.gene_projection
+        return self.encoder(x)
+
     @auto_move_data
     def inference(self, x: torch.Tensor, mask: torch.Tensor | None = None, stage: str = "generator") -> dict:
         """Embed expression and, past the encoder stage, predict the generator's layout.
@@ -92,10 +108,10 @@ class SpatialEDMModule(BaseModuleClass):
         ``z`` (and a second augmented view ``z2`` in the encoder stage), else ``h`` and ``v_gen``.
         """
         if stage == "encoder":
-            return {"z": self.encoder(self.augment(x)), "z2": self.encoder(self.augment(x))}
+            return {"z": self.embed(x), "z2": self.embed(x)}
         train_gen = stage == "generator" and torch.is_grad_enabled()
         with torch.set_grad_enabled(train_gen and self.config.finetune_encoder):
-            z = self.encoder(self.augment(x))
+            z = self.embed(x)
         with torch.set_grad_enabled(train_gen):
             h = self.context(z, mask)
             v_gen = self.generator(h, mask)

@@ -309,6 +309,52 @@ class ExpressionView:
         return np.concatenate([self.rows(idx) for idx in self._chunks()])
 
 
+def principal_axes(view: ExpressionView, n_pcs: int, *, max_cells: int = 50_000, seed: int = 0) -> np.ndarray:
+    """The reference's ``n_pcs`` leading principal axes of the model input (scikit-learn PCA).
+
+    Parameters
+    ----------
+    view
+        The reference seen through the fitted preprocessor.
+    n_pcs
+        Number of axes.
+    max_cells
+        Larger references are subsampled (at random, with ``seed``) to this many cells for the fit.
+    seed
+        Seed of the subsample and of the randomised solver.
+
+    Returns
+    -------
+    ``(n_genes, n_pcs)`` float32 matrix with orthonormal columns; the model input times it gives the
+    principal components (the input is already centred per section).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad
+    >>> X = np.random.default_rng(0).poisson(3, size=(60, 12)).astype(np.float32)
+    >>> prep = Preprocessor.fit(ad.AnnData(X), is_counts=True)
+    >>> principal_axes(prep.view(ad.AnnData(X)), 5).shape
+    (12, 5)
+    """
+    from sklearn.decomposition import PCA
+
+    idx = np.arange(view.n_obs)
+    if view.n_obs > max_cells:
+        idx = np.sort(np.random.default_rng(seed).choice(view.n_obs, max_cells, replace=False))
+    X = view.rows(idx)
+    n_fit = int(min(n_pcs, *X.shape))
+    pca = PCA(n_components=n_fit, random_state=seed).fit(X)
+    logger.info(
+        "Encoder input: %d principal components of %d genes (%.0f%% of the reference's variance).",
+        n_fit,
+        X.shape[1],
+        100 * pca.explained_variance_ratio_.sum(),
+    )
+    axes = np.zeros((X.shape[1], n_pcs), dtype=np.float32)  # a tiny reference fills fewer axes
+    axes[:, :n_fit] = pca.components_.T
+    return axes
+
+
 @dataclass
 class Preprocessor:
     """Library-size normalisation, ``log1p``, per-batch gene centring and per-gene scaling.
@@ -351,8 +397,9 @@ class Preprocessor:
         is_counts: bool,
         layer: str | None = None,
         batch_key: str | None = None,
-        per_gene: bool = True,
+        per_gene: bool | None = True,
         n_top_genes: int | None = None,
+        n_pcs: int | None = None,
     ) -> Preprocessor:
         """Fit the normalisation target and the gene spreads on a reference AnnData.
 
@@ -368,9 +415,13 @@ class Preprocessor:
         batch_key
             ``obs`` column of the reference's sections, each centred on its own.
         per_gene
-            See the class parameters.
+            See the class parameters; ``None`` scales per gene unless more than ``n_pcs`` genes remain
+            (then the model reads principal components, see :func:`principal_axes`, and one global
+            spread keeps the genes' relative variance).
         n_top_genes
             Keep only this many highly variable genes when the reference has more (:func:`select_genes`).
+        n_pcs
+            Number of principal components the model reads (only resolves ``per_gene=None``).
 
         Returns
         -------
@@ -380,6 +431,8 @@ class Preprocessor:
             adata = adata[
                 :, select_genes(adata, n_top_genes, is_counts=is_counts, layer=layer, batch_key=batch_key)
             ]
+        if per_gene is None:
+            per_gene = n_pcs is None or adata.n_vars <= n_pcs
         X = adata.layers[layer] if layer is not None else adata.X
         target = None
         if is_counts:
@@ -420,7 +473,7 @@ class Preprocessor:
 
         ``setup`` holds its ``setup_args``: layer, batch key and the declared ``expression`` kind
         (``"auto"`` detects counts); ``config`` is the model's :class:`~spatialedm.ModelConfig`
-        (``scale_genes``, ``n_top_genes``).
+        (``scale_genes``, ``n_top_genes``, ``n_pcs``).
         """
         layer, declared = setup.get("layer"), setup.get("expression", "auto")
         X = adata.layers[layer] if layer is not None else adata.X
@@ -432,6 +485,7 @@ class Preprocessor:
             batch_key=setup.get("batch_key"),
             per_gene=config.scale_genes,
             n_top_genes=config.n_top_genes,
+            n_pcs=config.n_pcs,
         )
 
     def view(
