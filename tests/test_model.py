@@ -283,6 +283,7 @@ def test_wide_panel_reads_principal_components(tiny, tiny_sets, tmp_path):
     top = np.linalg.svd(X - X.mean(0), full_matrices=False)[2][:6].T
     np.testing.assert_allclose(np.linalg.svd(axes.T @ top, compute_uv=False), 1.0, atol=1e-3)
     assert model.module.encoder.net[0].in_features == 6
+    assert not model.preprocessor.per_gene  # principal components of globally scaled genes
     model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
     model.save(tmp_path / "m")
     loaded = sem.SpatialEDM.load(tmp_path / "m", adata=adata)
@@ -291,5 +292,7 @@ def test_wide_panel_reads_principal_components(tiny, tiny_sets, tmp_path):
         loaded.get_latent_coordinates(seed=1, key_added=None),
         model.get_latent_coordinates(seed=1, key_added=None),
     )
-    # a panel no wider than n_pcs is read gene by gene
-    assert sem.SpatialEDM(adata, n_pcs=20, **tiny).module.encoder.net[0].in_features == 20
+    # a panel no wider than n_pcs is read gene by gene, each gene scaled to unit spread
+    narrow = sem.SpatialEDM(adata, n_pcs=20, **tiny)
+    assert narrow.module.encoder.net[0].in_features == 20 and narrow.preprocessor.per_gene
+    assert not hasattr(narrow.module, "gene_projection")

@@ -189,3 +189,22 @@ def test_missing_and_foreign_folders(tmp_path):
     (bad / "model.json").write_text("{not json")
     with pytest.raises(_persistence.ModelFileError, match="not valid JSON"):
         sem.SpatialEDM.load(bad)
+
+
+def test_model_saved_before_n_pcs_existed_reads_genes(tiny, tiny_sets, tmp_path):
+    # a 60-gene model whose file has no n_pcs (as written before the option existed) read its genes
+    adata = sem.datasets.synthetic_tissue(n_cells=120, n_genes=60, n_sections=1, dim=2, seed=4)
+    sem.SpatialEDM.setup_anndata(adata, spatial_key="spatial")
+    model = sem.SpatialEDM(adata, n_pcs=None, **tiny)
+    model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.json"
+    meta = json.loads(path.read_text())
+    meta["attributes"]["model_config_"].pop("n_pcs")
+    path.write_text(json.dumps(meta))
+    loaded = sem.SpatialEDM.load(tmp_path / "m")
+    assert loaded.module.encoder.net[0].in_features == 60
+    np.testing.assert_array_equal(
+        loaded.get_latent_coordinates(adata, seed=0, key_added=None),
+        model.get_latent_coordinates(adata, seed=0, key_added=None),
+    )

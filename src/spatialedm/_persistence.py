@@ -323,9 +323,9 @@ def load_model(
                 "The AnnData is not the model's reference; loaded without one (pass it to get_latent_coordinates)."
             )
             adata = None
-    model = cls(
-        adata, registry=registry, preprocessor=attributes["preprocessor_"], **attributes["model_config_"]
-    )
+    config = dict(attributes["model_config_"])
+    config.setdefault("n_pcs", None)  # saved before the option existed: the encoder read the genes
+    model = cls(adata, registry=registry, preprocessor=attributes["preprocessor_"], **config)
     for key, value in attributes.items():
         setattr(model, key, value)
     try:
@@ -392,6 +392,7 @@ def convert_legacy_model(
                 f"The model was trained with the study option {option}={saved['attr_dict']['model_config_'][option]!r}, "
                 "which this version no longer has; retrain it."
             )
+    config.setdefault("n_pcs", None)  # 0.1.0's encoder read the genes
     scaler = attributes.pop("scaler_state_")
     attributes["preprocessor_"] = {
         "genes": list(attributes.pop("var_names_")),
