@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ def test_tiny_core_benchmark_writes_scored_rows(tmp_path):
             "--methods",
             "spatialedm",
             "knn",
+            "knn10",
             "pca",
             "uniform",
             "--out",
@@ -37,11 +39,14 @@ def test_tiny_core_benchmark_writes_scored_rows(tmp_path):
         "spatialedm_sample",
         "spatialedm_consensus",
         "knn_regression",
+        "knn_regression_k10",
         "expression_pca",
         "uniform_fill",
     }
     for col in ("cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "coverage_recall"):
         assert np.isfinite(df[col].astype(float)).all(), col
+    k10 = df[df["method"] == "knn_regression_k10"]["config"].map(json.loads)
+    assert all(c["n_neighbors"] == 10 for c in k10)  # fixed, not selected
     refined = df[df["method"] == "spatialedm_refined"]
     assert np.isfinite(refined["uncertainty_calibration"].astype(float)).all()
     text = md.read_text()
