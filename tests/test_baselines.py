@@ -273,3 +273,17 @@ def test_multisection_alignment_beats_naive_average(two_sections, monkeypatch):
         for s in ("s0", "s1")
     ]
     assert s_aligned > max(singles) - 0.01, (s_aligned, singles)
+
+
+def test_selection_keeps_the_plain_recipe_unless_clearly_beaten():
+    from spatialedm.baselines import _one_se_choice
+
+    rng = np.random.default_rng(0)
+    # 8 held-out parts of different difficulty (the spread that dominates real fold scores), candidates
+    # nearly equal: the best one's edge of about 0.01 is well inside its standard error (~0.035)
+    noisy = 0.5 + 0.1 * rng.normal(size=(8, 1, 1)) + 0.005 * rng.normal(size=(8, 3, 2))
+    noisy[:, 0, 0] += 0.01
+    assert _one_se_choice(noisy, (1, 1))[0] == (1, 1)
+    clear = noisy.copy()
+    clear[:, 0, 0] += 0.2  # better on every fold by far more than its standard error
+    assert _one_se_choice(clear, (1, 1))[0] == (0, 0)

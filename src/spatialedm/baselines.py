@@ -57,6 +57,8 @@ K_GRID = (5, 10, 20, 50)
 #: Candidate numbers of principal components (capped by genes and cells; the gene count is added when
 #: it is below the largest candidate).
 COMPS_GRID = (10, 20, 30, 50)
+#: The plain recipe's settings, preferred by the selection unless a candidate beats them clearly.
+DEFAULT_NEIGHBORS, DEFAULT_COMPS = 10, 50
 #: Contiguous spatial blocks a single reference section is cut into for the selection.
 N_BLOCKS = 4
 #: Cells per held-out part scored by :func:`~spatialedm.metrics.cellwise_spearman` in the selection.
@@ -209,6 +211,26 @@ def _folds(space: _Space, seed: int) -> list[tuple[list[np.ndarray], np.ndarray]
     return folds + [([idx[labels != b]], idx[labels == b]) for b in range(N_BLOCKS)]
 
 
+def _one_se_choice(scores: np.ndarray, default: tuple[int, int]) -> tuple[tuple[int, int], float]:
+    """Index of the chosen candidate from ``(folds, ks, comps)`` scores, and the best one's standard error.
+
+    The ``default`` candidate is kept unless the best mean exceeds its mean by more than one standard
+    error of the best candidate's fold scores.
+
+    Examples
+    --------
+    >>> s = np.array([[[0.50, 0.40]], [[0.40, 0.44]]])  # 2 folds, 1 k, 2 comps: means 0.45 and 0.42
+    >>> _one_se_choice(s, (0, 1))[0]  # 0.42 is within one standard error (0.05) of 0.45
+    (0, 1)
+    """
+    mean = scores.mean(axis=0)
+    best = np.unravel_index(np.argmax(mean), mean.shape)
+    n = scores.shape[0]
+    se = float(scores[(slice(None), *best)].std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    choice = default if mean[default] >= mean[best] - se else best
+    return (int(choice[0]), int(choice[1])), se
+
+
 def _select(
     space: _Space, ks: list[int] | None, comps: list[int] | None, seed: int, what: str
 ) -> tuple[int, int, float]:
@@ -217,8 +239,12 @@ def _select(
     Every fold is treated as a query: its cells are centred on their own mean, each training group on
     its own mean, a PCA is fitted on the training cells, and the held-out cells are predicted per
     training group and combined as in :func:`knn_regression`. The score is the mean over folds of
-    :func:`~spatialedm.metrics.cellwise_spearman` against the held-out cells' true coordinates; ties go
-    to the first candidate (fewest neighbours, then fewest components).
+    :func:`~spatialedm.metrics.cellwise_spearman` against the held-out cells' true coordinates. The
+    plain recipe (:data:`DEFAULT_NEIGHBORS` neighbours, or the one candidate of ``ks``, and the largest
+    number of components) is kept unless the best candidate's mean exceeds its mean by more than one
+    standard error of the best candidate's fold scores (the one-standard-error rule); a few held-out parts
+    rank close candidates by chance. Among the rest, ties go to the first candidate (fewest neighbours,
+    then fewest components).
     """
     folds = _folds(space, seed)
     n_genes = space.Z_ref.shape[1]
@@ -227,8 +253,8 @@ def _select(
     comps = _comps_grid(n_genes, min_train) if comps is None else comps
     comps = sorted({_cap_comps(c, n_genes, min_train) for c in comps})
     ks = sorted({min(k, min_group) for k in (K_GRID if ks is None else ks)})
-    scores = np.zeros((len(ks), len(comps)))
-    for train, test in folds:
+    scores = np.zeros((len(folds), len(ks), len(comps)))
+    for f, (train, test) in enumerate(folds):
         Z_test = space.Z_ref[test] - space.Z_ref[test].mean(axis=0)
         Z_train = [space.Z_ref[g] - space.Z_ref[g].mean(axis=0) for g in train]
         pca = PCA(n_components=max(comps), random_state=0).fit(np.concatenate(Z_train))
@@ -241,24 +267,28 @@ def _select(
             ]
             for i, k in enumerate(ks):
                 preds = [_distance_weighted(d[:, :k], n[:, :k], y) for (d, n), y in zip(searches, Y_train)]
-                scores[i, j] += cellwise_spearman(
+                scores[f, i, j] = cellwise_spearman(
                     _combine(preds), space.coords[test], max_cells=CV_MAX_CELLS, seed=seed
                 )
-    scores /= len(folds)
-    i, j = np.unravel_index(np.argmax(scores), scores.shape)
+    mean = scores.mean(axis=0)
+    i0 = ks.index(min(DEFAULT_NEIGHBORS, min_group)) if len(ks) > 1 else 0
+    # the largest candidate: DEFAULT_COMPS, or fewer when capped by genes or cells
+    (i, j), se = _one_se_choice(scores, (i0, len(comps) - 1))
     logger.info(
-        "%s: chose n_neighbors=%d, n_comps=%d (held-out cellwise Spearman %.3f, mean of %d %s; grid "
-        "n_neighbors=%s, n_comps=%s)",
+        "%s: chose n_neighbors=%d, n_comps=%d (held-out cellwise Spearman %.3f, mean of %d %s; best "
+        "candidate %.3f ± %.3f; grid n_neighbors=%s, n_comps=%s)",
         what,
         ks[i],
         comps[j],
-        scores[i, j],
+        mean[i, j],
         len(folds),
         "held-out sections" if len(space.groups) > 1 else "held-out halves and blocks",
+        mean.max(),
+        se,
         ks,
         comps,
     )
-    return ks[i], comps[j], float(scores[i, j])
+    return ks[i], comps[j], float(mean[i, j])
 
 
 def _regress(space: _Space, n_neighbors: int, n_comps: int) -> np.ndarray:
@@ -313,9 +343,10 @@ def knn_regression(
     on their own mean, PCA fitted on the training cells only): with several sections, each section in
     turn from the others; with one section, each half along either of the two principal axes of its
     coordinates from the other half, and each of :data:`N_BLOCKS` contiguous blocks (k-means on the
-    coordinates, seeded) from the rest. The combination with the best mean
+    coordinates, seeded) from the rest. The plain recipe (:data:`DEFAULT_NEIGHBORS` neighbours,
+    :data:`DEFAULT_COMPS` components, capped) is used unless the combination with the best mean
     :func:`~spatialedm.metrics.cellwise_spearman` (on up to :data:`CV_MAX_CELLS` held-out cells per part)
-    is used. Holding out halves as well as blocks of a single section mimics the harder case of a query
+    beats it by more than one standard error of its scores over the parts; then that one is used. Holding out halves as well as blocks of a single section mimics the harder case of a query
     from a region the reference does not cover; the choice among such designs was made on the package's
     benchmark tasks. On one section the selection is noisy (it can miss the query's best setting by a few
     hundredths); it is most useful with several sections. It scores 16 candidates on up to 8 held-out
