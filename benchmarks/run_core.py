@@ -296,11 +296,16 @@ def _reference_method(func, **extra):
 
 BASELINES = {
     "knn": ("knn_regression", _reference_method(baselines.knn_regression, return_params=True)),
-    # The plain recipe a user would type: k = 10 and scanpy's default 50 PCs (capped by the genes), no
-    # selection; on random splits it beats the selection on held-out regions of the reference.
+    # The plain recipe a user would type (k = 10, scanpy's default 50 PCs capped by the genes), without
+    # selection: the selection keeps it unless the reference clearly favours another setting.
     "knn10": (
         "knn_regression_k10",
-        _reference_method(baselines.knn_regression, n_neighbors=10, n_comps=50, return_params=True),
+        _reference_method(
+            baselines.knn_regression,
+            n_neighbors=baselines.DEFAULT_NEIGHBORS,
+            n_comps=baselines.DEFAULT_COMPS,
+            return_params=True,
+        ),
     ),
     "nn1": ("nearest_neighbor", _reference_method(baselines.nearest_neighbor)),
     "ot": ("optimal_transport", _reference_method(baselines.optimal_transport)),

@@ -10,6 +10,7 @@ from . import edm
 from ._config import ModelConfig
 from ._constants import REGISTRY_KEYS
 from ._datasplitter import MASK_KEY
+from ._preprocessing import reads_components
 from .geometry import align, aligned_mse, center, rms
 from .nn import ExpressionEncoder, LayoutGenerator, ResidualDenoiser, SetContextEncoder
 
@@ -45,7 +46,7 @@ class SpatialEDMModule(BaseModuleClass):
         self.config = config = config or ModelConfig()
         self.n_spatial = n_spatial
         # Wide panels: a fixed projection onto the reference's principal axes, filled by the model.
-        self.n_projected = config.n_pcs if config.n_pcs is not None and n_input > config.n_pcs else None
+        self.n_projected = config.n_pcs if reads_components(n_input, config.n_pcs) else None
         if self.n_projected is not None:
             self.register_buffer("gene_projection", torch.zeros(n_input, self.n_projected))
         self.encoder = ExpressionEncoder(

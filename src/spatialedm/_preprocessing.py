@@ -309,6 +309,17 @@ class ExpressionView:
         return np.concatenate([self.rows(idx) for idx in self._chunks()])
 
 
+def reads_components(n_genes: int, n_pcs: int | None) -> bool:
+    """Whether a model with ``n_genes`` genes reads ``n_pcs`` principal components instead of the genes.
+
+    Examples
+    --------
+    >>> reads_components(3000, 50), reads_components(33, 50), reads_components(3000, None)
+    (True, False, False)
+    """
+    return n_pcs is not None and n_genes > n_pcs
+
+
 def principal_axes(view: ExpressionView, n_pcs: int, *, max_cells: int = 50_000, seed: int = 0) -> np.ndarray:
     """The reference's ``n_pcs`` leading principal axes of the model input (scikit-learn PCA).
 
@@ -432,7 +443,7 @@ class Preprocessor:
                 :, select_genes(adata, n_top_genes, is_counts=is_counts, layer=layer, batch_key=batch_key)
             ]
         if per_gene is None:
-            per_gene = n_pcs is None or adata.n_vars <= n_pcs
+            per_gene = not reads_components(adata.n_vars, n_pcs)
         X = adata.layers[layer] if layer is not None else adata.X
         target = None
         if is_counts:

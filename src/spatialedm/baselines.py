@@ -240,8 +240,8 @@ def _select(
     its own mean, a PCA is fitted on the training cells, and the held-out cells are predicted per
     training group and combined as in :func:`knn_regression`. The score is the mean over folds of
     :func:`~spatialedm.metrics.cellwise_spearman` against the held-out cells' true coordinates. The
-    plain recipe (:data:`DEFAULT_NEIGHBORS` neighbours, or the one candidate of ``ks``, and the largest
-    number of components) is kept unless the best candidate's mean exceeds its mean by more than one
+    plain recipe (:data:`DEFAULT_NEIGHBORS` neighbours, or the one candidate of ``ks``, and
+    :data:`DEFAULT_COMPS` components, capped; the largest candidate when ``comps`` lacks it) is kept unless the best candidate's mean exceeds its mean by more than one
     standard error of the best candidate's fold scores (the one-standard-error rule); a few held-out parts
     rank close candidates by chance. Among the rest, ties go to the first candidate (fewest neighbours,
     then fewest components).
@@ -272,8 +272,9 @@ def _select(
                 )
     mean = scores.mean(axis=0)
     i0 = ks.index(min(DEFAULT_NEIGHBORS, min_group)) if len(ks) > 1 else 0
-    # the largest candidate: DEFAULT_COMPS, or fewer when capped by genes or cells
-    (i, j), se = _one_se_choice(scores, (i0, len(comps) - 1))
+    plain_comps = _cap_comps(DEFAULT_COMPS, n_genes, min_train)
+    j0 = comps.index(plain_comps) if plain_comps in comps else len(comps) - 1
+    (i, j), se = _one_se_choice(scores, (i0, j0))
     logger.info(
         "%s: chose n_neighbors=%d, n_comps=%d (held-out cellwise Spearman %.3f, mean of %d %s; best "
         "candidate %.3f ± %.3f; grid n_neighbors=%s, n_comps=%s)",
@@ -346,8 +347,9 @@ def knn_regression(
     coordinates, seeded) from the rest. The plain recipe (:data:`DEFAULT_NEIGHBORS` neighbours,
     :data:`DEFAULT_COMPS` components, capped) is used unless the combination with the best mean
     :func:`~spatialedm.metrics.cellwise_spearman` (on up to :data:`CV_MAX_CELLS` held-out cells per part)
-    beats it by more than one standard error of its scores over the parts; then that one is used. Holding out halves as well as blocks of a single section mimics the harder case of a query
-    from a region the reference does not cover; the choice among such designs was made on the package's
+    beats it by more than one standard error of its scores over the parts; then that one is used.
+    Holding out halves as well as blocks of a single section mimics the harder case of a query from a
+    region the reference does not cover; the choice among such designs was made on the package's
     benchmark tasks. On one section the selection is noisy (it can miss the query's best setting by a few
     hundredths); it is most useful with several sections. It scores 16 candidates on up to 8 held-out
     parts, which is almost all of the function's run time (seconds for a few thousand reference cells).
