@@ -15,6 +15,7 @@ import torch
 
 from ._constants import UNCERTAINTY_KEY
 from ._distance_geometry import measure_edges, median_edges, stress_majorization
+from ._spacing import relax_spacing
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class LayoutPredictor:
         seed: int | None = None,
         consensus: bool = False,
         stochastic: bool = False,
+        relax: bool = True,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and, with ``n_samples > 1``, each cell's spread.
 
@@ -152,6 +154,9 @@ class LayoutPredictor:
             stochastic ones (see :mod:`spatialedm._distance_geometry`) instead of the deterministic layout.
         stochastic
             Return one stochastic refinement (a sample of the layout's posterior) as the layout.
+        relax
+            Spread the returned layout to the reference's cell spacing (:func:`~spatialedm._spacing.relax_spacing`;
+            a no-op for a model without a measured spacing). The spread is measured before.
 
         Returns
         -------
@@ -168,7 +173,7 @@ class LayoutPredictor:
         first, pieces = self._draw(source, gen, stochastic, kw)
         layout = unit_rms(first)
         if n_samples == 1:
-            return layout, None
+            return self._relaxed(layout, relax, gen), None
         # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
         # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
         draws = []
@@ -180,7 +185,14 @@ class LayoutPredictor:
             layout = unit_rms(_consensus(source.n_obs, pieces, layout, gen))
             draws = [align_numpy(d, layout) for d in draws]
         spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
-        return layout, spread
+        return self._relaxed(layout, relax, gen), spread
+
+    def _relaxed(self, layout: np.ndarray, relax: bool, gen: torch.Generator) -> np.ndarray:
+        spacing = float(self.module.spacing)
+        if not relax or spacing <= 0:
+            return layout
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        return relax_spacing(layout, spacing, seed=seed)
 
 
 def write_layout(adata, layout: np.ndarray, spread: np.ndarray | None, key_added: str, copy: bool):

@@ -21,6 +21,7 @@ from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
+from ._spacing import tissue_spacing
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
 from ._trainrunner import SpatialEDMTrainRunner
 from ._validation import validate_expression, validate_spatial
@@ -89,8 +90,16 @@ class SpatialEDM(BaseModelClass):
         if fresh and self.module.n_projected is not None:  # saved in the module's state thereafter
             axes = principal_axes(self.expression_view(), self.module.n_projected)
             self.module.gene_projection.copy_(torch.from_numpy(axes))
+        if fresh:
+            self.module.spacing.fill_(self._reference_spacing())
         self._model_summary_string = f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout."
         self.init_params_ = self._get_init_params(locals())
+
+    def _reference_spacing(self) -> float:
+        """The registered reference's cell spacing, per section (see :func:`~spatialedm._spacing.tissue_spacing`)."""
+        coords = self.adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY)
+        sections = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        return tissue_spacing(np.asarray(coords, dtype=np.float64), sections)
 
     @property
     def preprocessor(self) -> Preprocessor:
@@ -272,6 +281,7 @@ class SpatialEDM(BaseModelClass):
         seed: int | None = None,
         consensus: bool = False,
         stochastic: bool = False,
+        relax: bool = True,
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -297,6 +307,10 @@ class SpatialEDM(BaseModelClass):
             the layouts (distance geometry) instead of the deterministic one.
         stochastic
             Return one posterior sample (the refiner started from noise) instead of the deterministic layout.
+        relax
+            Spread cells that the layout packs closer than the reference tissue's cell spacing apart to
+            that spacing (a few sweeps of soft-sphere relaxation; neighbourhoods and global shape stay).
+            ``False`` returns the network's layout as it is.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -331,6 +345,7 @@ class SpatialEDM(BaseModelClass):
             seed=seed,
             consensus=consensus,
             stochastic=stochastic,
+            relax=relax,
         )
         target = self.adata if adata is None else adata
         return layout if key_added is None else write_layout(target, layout, spread, key_added, copy)

@@ -63,6 +63,9 @@ class SpatialEDMModule(BaseModuleClass):
         # sigma_data of the residual (target aligned onto the generator's layout minus that layout);
         # estimated during the refiner stage, used by preconditioning at inference.
         self.register_buffer("sigma_data", torch.tensor(0.0))
+        # The reference tissue's scale-free cell spacing (see spatialedm._spacing), measured by the model
+        # on its reference; 0 means not measured, and layouts are then not relaxed.
+        self.register_buffer("spacing", torch.tensor(0.0))
 
     # --- scvi-tools module interface -------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:

@@ -328,6 +328,8 @@ def load_model(
     model = cls(adata, registry=registry, preprocessor=attributes["preprocessor_"], **config)
     for key, value in attributes.items():
         setattr(model, key, value)
+    if "spacing" not in state:  # saved before the model measured its reference's cell spacing
+        state["spacing"] = _legacy_spacing(model, adata is not None)
     try:
         model.module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -338,6 +340,19 @@ def load_model(
     model.to_device(torch_device)
     model.module.eval()
     return model
+
+
+def _legacy_spacing(model, has_reference: bool):
+    """The cell spacing of a model saved without one: measured on its reference, else 0 (no relaxation)."""
+    import torch
+
+    if has_reference:
+        return torch.tensor(model._reference_spacing(), dtype=torch.float32)
+    logger.info(
+        "This model was saved without its reference's cell spacing; load it with its reference AnnData "
+        "to measure it, or layouts are returned without relaxation."
+    )
+    return torch.tensor(0.0)
 
 
 def convert_legacy_model(
@@ -407,6 +422,7 @@ def convert_legacy_model(
     for key, value in attributes.items():
         setattr(model, key, value)
     state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
+    state.setdefault("spacing", _legacy_spacing(model, False))
     model.module.load_state_dict(state, strict=True)
     out = Path(out_path) if out_path is not None else Path(dir_path)
     save_model(model, out, prefix=prefix, overwrite=True)
