@@ -313,6 +313,7 @@ def load_model(
         import anndata as ad
 
         adata = ad.read_h5ad(adata_path)
+    passed = adata
     if adata is not None:
         match_genes(adata.var_names, genes, what="AnnData passed to load", warn=False)
         is_reference = list(map(str, adata.var_names)) == list(genes) and setup["spatial_key"] in adata.obsm
@@ -329,7 +330,7 @@ def load_model(
     for key, value in attributes.items():
         setattr(model, key, value)
     if "spacing" not in state:  # saved before the model measured its reference's cell spacing
-        state["spacing"] = _legacy_spacing(model, adata is not None)
+        state["spacing"] = _legacy_spacing(passed, setup)
     try:
         model.module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -342,12 +343,16 @@ def load_model(
     return model
 
 
-def _legacy_spacing(model, has_reference: bool):
-    """The cell spacing of a model saved without one: measured on its reference, else 0 (no relaxation)."""
+def _legacy_spacing(adata, setup: dict):
+    """The cell spacing of a model saved without one: measured on the AnnData passed, else 0 (no relaxation)."""
     import torch
 
-    if has_reference:
-        return torch.tensor(model._reference_spacing(), dtype=torch.float32)
+    from ._spacing import tissue_spacing
+
+    key, batch_key = setup.get("spatial_key"), setup.get("batch_key")
+    if adata is not None and key in adata.obsm and (batch_key is None or batch_key in adata.obs):
+        sections = None if batch_key is None else adata.obs[batch_key].to_numpy()
+        return torch.tensor(tissue_spacing(np.asarray(adata.obsm[key], dtype=np.float64), sections))
     logger.info(
         "This model was saved without its reference's cell spacing; load it with its reference AnnData "
         "to measure it, or layouts are returned without relaxation."
@@ -422,7 +427,7 @@ def convert_legacy_model(
     for key, value in attributes.items():
         setattr(model, key, value)
     state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
-    state.setdefault("spacing", _legacy_spacing(model, False))
+    state.setdefault("spacing", _legacy_spacing(None, {}))
     model.module.load_state_dict(state, strict=True)
     out = Path(out_path) if out_path is not None else Path(dir_path)
     save_model(model, out, prefix=prefix, overwrite=True)
