@@ -249,17 +249,18 @@ N_SAMPLES = 8
 def run_spatialedm(ref, query, info, seed, model_kwargs, train_kwargs, truth):
     """Yield (method, prediction, seconds, train_seconds, extra columns) for the model's layouts.
 
-    ``spatialedm_generator``: the generator alone; ``spatialedm_refined``: the default layout, with
-    ``n_samples`` stochastic refinements for the per-cell uncertainty (its ``uncertainty_calibration``
-    against the truth is recorded); ``spatialedm_sample``: one stochastic refinement;
-    ``spatialedm_consensus``: the distance-geometry consensus of the default layout and the samples.
+    ``spatialedm_generator``: the generator alone; ``spatialedm_refined``: the default layout, with the
+    default per-cell uncertainty (expression neighbours' spread; its ``uncertainty_calibration`` against
+    the truth is recorded); ``spatialedm_sample``: one stochastic refinement; ``spatialedm_consensus``:
+    the distance-geometry consensus of the default layout and ``N_SAMPLES`` samples, with the samples'
+    spread as its uncertainty.
     """
     model, train_seconds = fit_spatialedm(ref, info, seed, model_kwargs, train_kwargs)
     calls = {
         "spatialedm_generator": {"refine": False},
-        "spatialedm_refined": {"n_samples": N_SAMPLES},
+        "spatialedm_refined": {},
         "spatialedm_sample": {"stochastic": True},
-        "spatialedm_consensus": {"n_samples": N_SAMPLES, "consensus": True},
+        "spatialedm_consensus": {"n_samples": N_SAMPLES, "consensus": True, "uncertainty": "samples"},
     }
     for method, kwargs in calls.items():
         t0 = time.perf_counter()

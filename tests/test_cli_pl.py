@@ -155,7 +155,7 @@ def test_uncertainty_plot_renders(tmp_path):
 
 def test_uncertainty_from_model(trained, tmp_path):
     query = sem.datasets.synthetic_tissue(n_cells=50, n_genes=20, seed=7)
-    trained.get_latent_coordinates(query, n_samples=2, seed=0)
+    trained.get_latent_coordinates(query, seed=0)
     axes = sem.pl.uncertainty(query, save=tmp_path / "unc_model.png")
     assert len(axes) == 1
 

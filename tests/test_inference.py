@@ -45,7 +45,7 @@ def layout():
 @pytest.mark.parametrize("set_size", [2000, 300, 129])
 def test_stitching_recovers_the_whole_layout(layout, set_size):
     predictor = LayoutPredictor(TruthModule(), "cpu", set_size)
-    out, _ = predictor.predict(ArrayRows(layout), seed=0)
+    out, _ = predictor.predict(ArrayRows(layout), seed=0, uncertainty=None)
     assert procrustes_disparity(out, layout) < 1e-10
 
 
@@ -55,13 +55,13 @@ def test_stitching_with_noisy_sets_degrades_gracefully(layout):
             out = super().sample(x, mask, **kw)
             return out + 0.02 * torch.randn(out.shape, dtype=out.dtype)
 
-    out, _ = LayoutPredictor(Noisy(), "cpu", 300).predict(ArrayRows(layout), seed=0)
+    out, _ = LayoutPredictor(Noisy(), "cpu", 300).predict(ArrayRows(layout), seed=0, uncertainty=None)
     assert cellwise_spearman(out, layout) > 0.95
 
 
 def test_consensus_recovers_the_layout_from_sets(layout):
     out, spread = LayoutPredictor(TruthModule(), "cpu", 300).predict(
-        ArrayRows(layout), seed=0, n_samples=3, consensus=True
+        ArrayRows(layout), seed=0, n_samples=3, consensus=True, uncertainty="samples"
     )
     assert cellwise_spearman(out, layout) > 0.99
     assert spread.shape == (len(layout),)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import spatialedm as sem
@@ -60,7 +61,8 @@ def test_coordinates_written_and_query_untouched(trained, tissue, refine):
     np.testing.assert_allclose(np.sqrt((coords**2).mean()), 1, atol=1e-5)
     np.testing.assert_allclose(query.obsm["X_spatialedm"], coords, atol=1e-6)
     assert set(query.obsm.keys()) == set(before["obsm"]) | {"X_spatialedm"}
-    assert set(query.obs.columns) == set(before["obs"].columns)
+    assert set(query.obs.columns) == set(before["obs"].columns) | {"spatialedm_uncertainty"}
+    pd.testing.assert_frame_equal(query.obs[before["obs"].columns], before["obs"])
     np.testing.assert_array_equal(query.X, before["X"])
 
 
@@ -93,11 +95,37 @@ def test_copy_returns_a_new_anndata(trained, tissue):
         trained.get_latent_coordinates(query, key_added=None, copy=True)
 
 
-def test_uncertainty_with_several_samples(trained, tissue):
+@pytest.mark.parametrize("kind", ["neighbors", "samples"])
+def test_uncertainty_written_per_cell(trained, tissue, kind):
     query = tissue[:80].copy()
-    trained.get_latent_coordinates(query, n_samples=3, seed=0)
+    n_samples = 3 if kind == "samples" else 1
+    trained.get_latent_coordinates(query, n_samples=n_samples, uncertainty=kind, seed=0)
     u = query.obs["spatialedm_uncertainty"].to_numpy()
     assert u.shape == (80,) and np.isfinite(u).all() and (u >= 0).all() and u.max() > 0
+
+
+def test_uncertainty_options_are_checked(trained, tissue):
+    query = tissue[:40].copy()
+    placed = trained.get_latent_coordinates(query, uncertainty=None, seed=0, copy=True)
+    assert "X_spatialedm" in placed.obsm and "spatialedm_uncertainty" not in placed.obs
+    with pytest.raises(ValueError, match="needs n_samples of at least 2"):
+        trained.get_latent_coordinates(query, uncertainty="samples", seed=0)
+    with pytest.raises(ValueError, match="n_samples=3 draws samples for uncertainty='samples' or consensus"):
+        trained.get_latent_coordinates(query, n_samples=3, seed=0)
+    with pytest.raises(ValueError, match="uncertainty must be"):
+        trained.get_latent_coordinates(query, uncertainty="spread", seed=0)
+    assert "X_spatialedm" not in query.obsm  # refused before anything was written
+
+
+def test_neighbor_uncertainty_is_the_expression_neighbours_spread(trained, tissue):
+    from sklearn.neighbors import NearestNeighbors
+
+    query = tissue[:120].copy()
+    layout = trained.get_latent_coordinates(query, seed=0)
+    z = trained.get_latent_representation(query)
+    idx = NearestNeighbors(n_neighbors=11).fit(z).kneighbors(z)[1][:, 1:]
+    expected = np.sqrt(((layout[idx] - layout[:, None]) ** 2).sum(-1).mean(1))
+    np.testing.assert_allclose(query.obs["spatialedm_uncertainty"].to_numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [1, 2])
@@ -296,3 +324,21 @@ def test_wide_panel_reads_principal_components(tiny, tiny_sets, tmp_path):
     narrow = sem.SpatialEDM(adata, n_pcs=20, **tiny)
     assert narrow.module.encoder.net[0].in_features == 20 and narrow.preprocessor.per_gene
     assert not hasattr(narrow.module, "gene_projection")
+
+
+def test_layout_is_spread_to_the_reference_spacing(trained, tissue):
+    from scipy.spatial import cKDTree
+
+    from spatialedm._spacing import tissue_spacing
+
+    ref = trained.adata
+    spacing = float(trained.module.spacing)
+    assert spacing == pytest.approx(tissue_spacing(ref.obsm["spatial"], ref.obs["section"].to_numpy()), rel=1e-6)
+    raw = trained.get_latent_coordinates(tissue, seed=3, key_added=None, relax=False)
+    relaxed = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
+    target = spacing / tissue.n_obs ** 0.5
+    nn = [cKDTree(x).query(x, k=2)[0][:, 1] for x in (raw, relaxed)]
+    # the network's layout puts some cells at under half the tissue's spacing; relaxed, none is
+    assert np.mean(nn[0] < 0.5 * target) > 0.05 and np.mean(nn[1] < 0.5 * target) == 0
+    assert 0.8 * target <= np.median(nn[1]) <= 1.25 * target
+    assert sem.metrics.cellwise_spearman(relaxed, raw) > 0.9  # the layout itself stays

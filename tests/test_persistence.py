@@ -208,3 +208,25 @@ def test_model_saved_before_n_pcs_existed_reads_genes(tiny, tiny_sets, tmp_path)
         loaded.get_latent_coordinates(adata, seed=0, key_added=None),
         model.get_latent_coordinates(adata, seed=0, key_added=None),
     )
+
+
+def test_model_saved_before_spacing_existed(trained, tissue, tmp_path):
+    # a weights file without the spacing buffer (as written before it existed), checksum updated
+    trained.save(tmp_path / "m")
+    weights = tmp_path / "m" / _persistence.WEIGHTS_FILE
+    state = torch.load(weights, weights_only=True)
+    state.pop("spacing")
+    torch.save(state, weights)
+    meta_path = tmp_path / "m" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["weights_sha256"] = _persistence._sha256(weights)
+    meta_path.write_text(json.dumps(meta))
+
+    alone = sem.SpatialEDM.load(tmp_path / "m")  # nothing to measure on: layouts are not relaxed
+    assert float(alone.module.spacing) == 0.0
+    np.testing.assert_array_equal(
+        alone.get_latent_coordinates(tissue, seed=1, key_added=None),
+        trained.get_latent_coordinates(tissue, seed=1, key_added=None, relax=False),
+    )
+    with_reference = sem.SpatialEDM.load(tmp_path / "m", adata=trained.adata.copy())
+    assert float(with_reference.module.spacing) == pytest.approx(float(trained.module.spacing), rel=1e-6)

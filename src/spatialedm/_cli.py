@@ -30,7 +30,8 @@ examples:
   spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
 
 Genes are matched to the model by name; extra genes are ignored. The output is the query with
-obsm[KEY] added (and obs["spatialedm_uncertainty"] with --n-samples > 1). Draw it with
+obsm[KEY] and obs["spatialedm_uncertainty"] added (each cell's spread of its expression neighbours in
+the layout; with --n-samples > 1, the spread of that many stochastic refinements). Draw it with
   sq.pl.spatial_scatter(adata, spatial_key="X_spatialedm", shape=None, color=...)
 """
 
@@ -110,7 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("-o", "--output", required=True, help="Output .h5ad with obsm[KEY] added.")
     pred.add_argument("--key-added", default="X_spatialedm", help="obsm key to write (default X_spatialedm).")
     pred.add_argument("--no-refine", action="store_true", help="Generator only, skip the diffusion refiner.")
-    pred.add_argument("--n-samples", type=int, default=1, help="Samples; >1 also writes obs uncertainty.")
+    pred.add_argument(
+        "--no-relax", action="store_true", help="Skip spreading the layout to the reference's cell spacing."
+    )
+    pred.add_argument("--n-samples", type=int, default=1, help="Samples; >1 measures the uncertainty by them.")
     pred.add_argument("--set-size", type=int, default=None, help="Cells per set (default: the model's).")
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 
@@ -227,7 +231,9 @@ def _predict(args) -> None:
     model.get_latent_coordinates(
         query,
         refine=not args.no_refine,
+        relax=not args.no_relax,
         n_samples=args.n_samples,
+        uncertainty="samples" if args.n_samples > 1 else "neighbors",
         key_added=args.key_added,
         set_size=args.set_size,
         seed=args.seed,

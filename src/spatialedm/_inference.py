@@ -16,6 +16,7 @@ import torch
 from ._constants import UNCERTAINTY_KEY
 from ._distance_geometry import measure_edges, median_edges, stress_majorization
 from ._spacing import relax_spacing
+from ._uncertainty import neighbor_spread
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class LayoutPredictor:
         consensus: bool = False,
         stochastic: bool = False,
         relax: bool = True,
+        uncertainty: str | None = "neighbors",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and, with ``n_samples > 1``, each cell's spread.
 
@@ -145,8 +147,8 @@ class LayoutPredictor:
         refine, sigma_start, n_steps
             See :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`.
         n_samples
-            With more than one, also draw this many stochastic refinements (with fresh subsets) and
-            return each cell's RMS distance from the deterministic layout.
+            With more than one, also draw this many stochastic refinements (with fresh subsets), for
+            ``uncertainty="samples"`` or ``consensus``.
         seed
             Seed of the noise and of the subsets.
         consensus
@@ -156,15 +158,29 @@ class LayoutPredictor:
             Return one stochastic refinement (a sample of the layout's posterior) as the layout.
         relax
             Spread the returned layout to the reference's cell spacing (:func:`~spatialedm._spacing.relax_spacing`;
-            a no-op for a model without a measured spacing). The spread is measured before.
+            a no-op for a model without a measured spacing).
+        uncertainty
+            ``"neighbors"``: each cell's spread of its expression neighbours in the returned layout
+            (:func:`~spatialedm._uncertainty.neighbor_spread`); ``"samples"``: each cell's RMS distance
+            of the ``n_samples`` stochastic refinements from the layout (measured before relaxation);
+            ``None``: none.
 
         Returns
         -------
-        ``(layout, spread)``: the deterministic layout, centred with unit per-axis RMS, and the per-cell
-        spread (``None`` when ``n_samples == 1``).
+        ``(layout, spread)``: the layout, centred with unit per-axis RMS, and the per-cell uncertainty
+        (``None`` with ``uncertainty=None``).
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+        if uncertainty not in ("neighbors", "samples", None):
+            raise ValueError(f"uncertainty must be 'neighbors', 'samples' or None, got {uncertainty!r}.")
+        if uncertainty == "samples" and n_samples < 2:
+            raise ValueError(f"uncertainty='samples' needs n_samples of at least 2, got {n_samples}.")
+        if n_samples > 1 and uncertainty != "samples" and not consensus:
+            raise ValueError(
+                f"n_samples={n_samples} draws samples for uncertainty='samples' or consensus=True; "
+                "set one of them, or leave n_samples at 1."
+            )
         gen = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         )
@@ -173,7 +189,8 @@ class LayoutPredictor:
         first, pieces = self._draw(source, gen, stochastic, kw)
         layout = unit_rms(first)
         if n_samples == 1:
-            return self._relaxed(layout, relax, gen), None
+            layout = self._relaxed(layout, relax, gen)
+            return layout, self._neighbor_spread(source, layout, gen) if uncertainty else None
         # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
         # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
         draws = []
@@ -185,7 +202,22 @@ class LayoutPredictor:
             layout = unit_rms(_consensus(source.n_obs, pieces, layout, gen))
             draws = [align_numpy(d, layout) for d in draws]
         spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
-        return self._relaxed(layout, relax, gen), spread
+        layout = self._relaxed(layout, relax, gen)
+        if uncertainty == "neighbors":
+            spread = self._neighbor_spread(source, layout, gen)
+        return layout, spread if uncertainty else None
+
+    def _neighbor_spread(self, source: RowSource, layout: np.ndarray, gen: torch.Generator) -> np.ndarray:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        return neighbor_spread(self.embed(source), layout, seed=seed)
+
+    def embed(self, source: RowSource, batch_size: int = 4096) -> np.ndarray:
+        """The encoder's embedding of every cell of ``source``, in chunks of ``batch_size`` cells."""
+        chunks = []
+        for i in range(0, source.n_obs, batch_size):
+            x = torch.from_numpy(source.rows(np.arange(i, min(i + batch_size, source.n_obs))))
+            chunks.append(self.module.embed(x.to(self.device), augment=False).float().cpu().numpy())
+        return np.concatenate(chunks)
 
     def _relaxed(self, layout: np.ndarray, relax: bool, gen: torch.Generator) -> np.ndarray:
         spacing = float(self.module.spacing)

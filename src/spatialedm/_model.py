@@ -260,13 +260,8 @@ class SpatialEDM(BaseModelClass):
         self._check_if_trained(warn=True)
         view, step = self.expression_view(adata), batch_size or 4096
         self.module.eval()
-        chunks = (view.rows(np.arange(i, min(i + step, view.n_obs))) for i in range(0, view.n_obs, step))
-        return np.concatenate(
-            [
-                self.module.embed(torch.from_numpy(x).to(self.device), augment=False).cpu().numpy()
-                for x in chunks
-            ]
-        )
+        with torch.inference_mode():
+            return LayoutPredictor(self.module, self.device, self.set_config_["max_set_size"]).embed(view, step)
 
     @placement_dsp.dedent
     def get_latent_coordinates(
@@ -282,6 +277,7 @@ class SpatialEDM(BaseModelClass):
         consensus: bool = False,
         stochastic: bool = False,
         relax: bool = True,
+        uncertainty: str | None = "neighbors",
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -296,9 +292,8 @@ class SpatialEDM(BaseModelClass):
             Cells to place; genes are matched to the reference by name. The reference when ``None``.
         %(param_refine)s
         n_samples
-            With more than one, also draw this many stochastic refinements (with fresh subsets) and write
-            each cell's RMS distance from the returned layout (in units of its per-axis RMS) to
-            ``obs["spatialedm_uncertainty"]``.
+            With more than one, also draw this many stochastic refinements (with fresh subsets), for
+            ``uncertainty="samples"`` or ``consensus=True`` (one of them is required).
         %(param_sampler)s
         %(param_set_size)s
         %(param_seed)s
@@ -311,6 +306,12 @@ class SpatialEDM(BaseModelClass):
             Spread cells that the layout packs closer than the reference tissue's cell spacing apart to
             that spacing (a few sweeps of soft-sphere relaxation; neighbourhoods and global shape stay).
             ``False`` returns the network's layout as it is.
+        uncertainty
+            Per-cell uncertainty written to ``obs["spatialedm_uncertainty"]`` (in units of the layout's
+            per-axis RMS): ``"neighbors"``, the RMS distance in the layout from each cell to its 10
+            nearest cells in expression (the model's embedding), high where the expression does not
+            single the cell out; ``"samples"``, each cell's RMS distance from the layout over the
+            ``n_samples`` stochastic refinements (needs ``n_samples > 1``); ``None`` writes none.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -346,6 +347,7 @@ class SpatialEDM(BaseModelClass):
             consensus=consensus,
             stochastic=stochastic,
             relax=relax,
+            uncertainty=uncertainty,
         )
         target = self.adata if adata is None else adata
         return layout if key_added is None else write_layout(target, layout, spread, key_added, copy)

@@ -208,9 +208,8 @@ def uncertainty(
     """Draw a reconstructed layout with each cell coloured by its positional uncertainty.
 
     The uncertainty is written to ``obs["spatialedm_uncertainty"]`` by
-    :meth:`~spatialedm.SpatialEDM.get_latent_coordinates` with ``n_samples > 1``: each cell's RMS
-    distance between stochastic refinements and the returned layout, in units of the layout's
-    per-axis RMS.
+    :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`: by default each cell's RMS distance in the
+    layout to its nearest cells in expression, in units of the layout's per-axis RMS.
 
     Parameters
     ----------
@@ -239,7 +238,7 @@ def uncertainty(
 
     Examples
     --------
-    >>> coords = model.get_latent_coordinates(query, n_samples=4, seed=0)
+    >>> coords = model.get_latent_coordinates(query, seed=0)
     >>> axes = sem.pl.uncertainty(query)
 
     With squidpy (not run here: importing squidpy takes seconds):
@@ -254,8 +253,8 @@ def uncertainty(
     xy = _principal(_layout(adata, basis))
     if key not in adata.obs:
         raise KeyError(
-            f"key {key!r} is not a column of adata.obs; run get_latent_coordinates(..., n_samples=8) "
-            "to write the per-cell uncertainty."
+            f"key {key!r} is not a column of adata.obs; run get_latent_coordinates(...) with its "
+            "default uncertainty to write the per-cell uncertainty."
         )
     values = adata.obs[key].to_numpy(dtype=float)
     if vmax is None:
