@@ -140,7 +140,7 @@ def test_reconstruction_3d_projections(tmp_path):
 def test_uncertainty_plot_renders(tmp_path):
     adata = sem.datasets.synthetic_tissue(n_cells=80, n_genes=8, seed=0)
     adata.obsm["X_spatialedm"] = adata.obsm["spatial"]
-    with pytest.raises(KeyError, match="n_samples"):
+    with pytest.raises(KeyError, match="default uncertainty"):
         sem.pl.uncertainty(adata)
     adata.obs["spatialedm_uncertainty"] = np.linspace(0, 1, adata.n_obs)
     axes = sem.pl.uncertainty(adata, save=tmp_path / "unc.png")
