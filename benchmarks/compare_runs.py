@@ -25,21 +25,34 @@ METRICS = ("cellwise_spearman", "patch_jaccard")
 logger = logging.getLogger("compare_runs")
 
 
-def paired_table(base: pd.DataFrame, other: pd.DataFrame, tag: str, base_label: str = "default") -> str:
-    """Markdown table: per task and spatialedm chain, base mean, other mean, mean paired difference ± std."""
+def paired_table(
+    base: pd.DataFrame,
+    other: pd.DataFrame,
+    tag: str,
+    base_label: str = "default",
+    metrics=METRICS,
+    methods=None,
+) -> str:
+    """Markdown table: per task and spatialedm chain, base mean, other mean, mean paired difference ± std.
+
+    ``methods`` keeps only those spatialedm rows (e.g. ``["spatialedm_refined"]``); ``None`` keeps all.
+    """
     keys = ["task", "seed", "method"]
+    columns = tuple(metrics)
     base = base[base["method"].str.startswith("spatialedm")].drop_duplicates(keys, keep="last")
     other = other[other["method"].str.startswith("spatialedm")].drop_duplicates(keys, keep="last")
+    if methods:
+        base, other = base[base["method"].isin(methods)], other[other["method"].isin(methods)]
     m = base.merge(other, on=keys, suffixes=("_base", "_other"))
     if m.empty:
         raise ValueError("no (task, seed, method) rows in common between the two CSVs.")
     header = "| task | chain | n seeds | " + " | ".join(
-        f"{k} {base_label} | {k} [{tag}] | difference" for k in METRICS
+        f"{k} {base_label} | {k} [{tag}] | difference" for k in columns
     )
-    lines = [header + " |", "|---|---|---|" + "---|---|---|" * len(METRICS)]
+    lines = [header + " |", "|---|---|---|" + "---|---|---|" * len(columns)]
     for (task, method), g in m.groupby(["task", "method"], sort=False):
         cells = []
-        for k in METRICS:
+        for k in columns:
             d = g[f"{k}_other"] - g[f"{k}_base"]
             spread = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
             cells.append(
@@ -63,11 +76,15 @@ def main(argv=None) -> int:
     p.add_argument("--other", type=Path, required=True, help="CSV of the configuration compared")
     p.add_argument("--tag", required=True, help="name of the compared configuration (as run_core.py --tag)")
     p.add_argument("--base-label", default="default", help="name of the base configuration in the header")
+    p.add_argument("--metrics", nargs="+", default=list(METRICS), help="columns compared")
+    p.add_argument("--methods", nargs="+", default=None, help="spatialedm rows compared (default all)")
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks/RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="only print the table")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    table = paired_table(pd.read_csv(args.base), pd.read_csv(args.other), args.tag, args.base_label)
+    table = paired_table(
+        pd.read_csv(args.base), pd.read_csv(args.other), args.tag, args.base_label, args.metrics, args.methods
+    )
     sys.stdout.write(table + "\n")
     if not args.no_write:
         command = " ".join(["python -m benchmarks.compare_runs", *(argv or sys.argv[1:])])

@@ -333,10 +333,12 @@ def test_layout_is_spread_to_the_reference_spacing(trained, tissue):
 
     ref = trained.adata
     spacing = float(trained.module.spacing)
-    assert spacing == pytest.approx(tissue_spacing(ref.obsm["spatial"], ref.obs["section"].to_numpy()), rel=1e-6)
+    assert spacing == pytest.approx(
+        tissue_spacing(ref.obsm["spatial"], ref.obs["section"].to_numpy()), rel=1e-6
+    )
     raw = trained.get_latent_coordinates(tissue, seed=3, key_added=None, relax=False)
     relaxed = trained.get_latent_coordinates(tissue, seed=3, key_added=None)
-    target = spacing / tissue.n_obs ** 0.5
+    target = spacing / tissue.n_obs**0.5
     nn = [cKDTree(x).query(x, k=2)[0][:, 1] for x in (raw, relaxed)]
     # the network's layout puts some cells at under half the tissue's spacing; relaxed, none is
     assert np.mean(nn[0] < 0.5 * target) > 0.05 and np.mean(nn[1] < 0.5 * target) == 0

@@ -114,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--no-relax", action="store_true", help="Skip spreading the layout to the reference's cell spacing."
     )
-    pred.add_argument("--n-samples", type=int, default=1, help="Samples; >1 measures the uncertainty by them.")
+    pred.add_argument(
+        "--n-samples", type=int, default=1, help="Samples; >1 measures the uncertainty by them."
+    )
     pred.add_argument("--set-size", type=int, default=None, help="Cells per set (default: the model's).")
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 

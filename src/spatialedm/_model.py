@@ -261,7 +261,9 @@ class SpatialEDM(BaseModelClass):
         view, step = self.expression_view(adata), batch_size or 4096
         self.module.eval()
         with torch.inference_mode():
-            return LayoutPredictor(self.module, self.device, self.set_config_["max_set_size"]).embed(view, step)
+            return LayoutPredictor(self.module, self.device, self.set_config_["max_set_size"]).embed(
+                view, step
+            )
 
     @placement_dsp.dedent
     def get_latent_coordinates(
