@@ -138,7 +138,7 @@ class LayoutPredictor:
         relax: bool = True,
         uncertainty: str | None = "neighbors",
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Layout of every cell of ``source`` and, with ``n_samples > 1``, each cell's spread.
+        """Layout of every cell of ``source`` and each cell's uncertainty.
 
         Parameters
         ----------
@@ -209,15 +209,7 @@ class LayoutPredictor:
 
     def _neighbor_spread(self, source: RowSource, layout: np.ndarray, gen: torch.Generator) -> np.ndarray:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        return neighbor_spread(self.embed(source), layout, seed=seed)
-
-    def embed(self, source: RowSource, batch_size: int = 4096) -> np.ndarray:
-        """The encoder's embedding of every cell of ``source``, in chunks of ``batch_size`` cells."""
-        chunks = []
-        for i in range(0, source.n_obs, batch_size):
-            x = torch.from_numpy(source.rows(np.arange(i, min(i + batch_size, source.n_obs))))
-            chunks.append(self.module.embed(x.to(self.device), augment=False).float().cpu().numpy())
-        return np.concatenate(chunks)
+        return neighbor_spread(embed_rows(self.module, self.device, source), layout, seed=seed)
 
     def _relaxed(self, layout: np.ndarray, relax: bool, gen: torch.Generator) -> np.ndarray:
         spacing = float(self.module.spacing)
@@ -225,6 +217,15 @@ class LayoutPredictor:
             return layout
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         return relax_spacing(layout, spacing, seed=seed)
+
+
+def embed_rows(module, device, source: RowSource, batch_size: int = 4096) -> np.ndarray:
+    """The encoder's embedding of every cell of ``source``, in chunks of ``batch_size`` cells."""
+    chunks = []
+    for i in range(0, source.n_obs, batch_size):
+        x = torch.from_numpy(source.rows(np.arange(i, min(i + batch_size, source.n_obs))))
+        chunks.append(module.embed(x.to(device), augment=False).float().cpu().numpy())
+    return np.concatenate(chunks)
 
 
 def write_layout(adata, layout: np.ndarray, spread: np.ndarray | None, key_added: str, copy: bool):

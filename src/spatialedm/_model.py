@@ -18,7 +18,7 @@ from ._config import ModelConfig, SetConfig
 from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
 from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
-from ._inference import LayoutPredictor, write_layout
+from ._inference import LayoutPredictor, embed_rows, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._spacing import tissue_spacing
@@ -261,9 +261,7 @@ class SpatialEDM(BaseModelClass):
         view, step = self.expression_view(adata), batch_size or 4096
         self.module.eval()
         with torch.inference_mode():
-            return LayoutPredictor(self.module, self.device, self.set_config_["max_set_size"]).embed(
-                view, step
-            )
+            return embed_rows(self.module, self.device, view, step)
 
     @placement_dsp.dedent
     def get_latent_coordinates(
