@@ -267,4 +267,12 @@ def test_wide_panels_read_only_the_most_variable_genes(tiny, tiny_sets, tmp_path
     model.save(tmp_path / "m")
     loaded = sem.SpatialEDM.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.get_latent_coordinates(query, seed=0, key_added=None), coords)
+    # loaded with its 30-gene reference (read afresh, as in a new session), the model gets it back
+    fresh = sem.datasets.synthetic_tissue(n_cells=200, n_genes=30, n_sections=2, seed=4)
+    with_reference = sem.SpatialEDM.load(tmp_path / "m", adata=fresh)
+    assert with_reference.adata is not None and with_reference.adata.n_vars == 30
+    np.testing.assert_array_equal(with_reference.validation_indices_, model.validation_indices_)
+    np.testing.assert_array_equal(
+        with_reference.get_latent_coordinates(query, seed=0, key_added=None), coords
+    )
     assert len(sem.SpatialEDM(adata, n_top_genes=None, **tiny).preprocessor_["genes"]) == 30

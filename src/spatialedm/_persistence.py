@@ -316,7 +316,12 @@ def load_model(
     passed = adata
     if adata is not None:
         match_genes(adata.var_names, genes, what="AnnData passed to load", warn=False)
-        is_reference = list(map(str, adata.var_names)) == list(genes) and setup["spatial_key"] in adata.obsm
+        # The reference holds the genes it was registered with, which are more than the model's own
+        # when the model kept only the most variable ones (``n_top_genes``).
+        is_reference = (
+            list(map(str, adata.var_names)) == _registered_genes(registry, genes)
+            and setup["spatial_key"] in adata.obsm
+        )
         if is_reference:
             cls.setup_anndata(adata, source_registry=registry, **setup)
         else:
@@ -341,6 +346,12 @@ def load_model(
     model.to_device(torch_device)
     model.module.eval()
     return model
+
+
+def _registered_genes(registry: dict, default: list[str]) -> list[str]:
+    """The genes of the AnnData the model was set up on (``default``, the model's genes, if not recorded)."""
+    names = registry.get("field_registries", {}).get("X", {}).get("state_registry", {}).get("column_names")
+    return list(map(str, names)) if names is not None else list(map(str, default))
 
 
 def _legacy_spacing(adata, setup: dict):
