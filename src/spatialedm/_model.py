@@ -398,8 +398,9 @@ class SpatialEDM(BaseModelClass):
         dir_path
             Folder written by :meth:`save`.
         adata
-            Reference AnnData to attach (the model's genes, with coordinates); a query AnnData is not
-            attached (pass it to :meth:`get_latent_coordinates` instead).
+            Reference AnnData to attach: the AnnData the model was set up on (its genes in the same order,
+            with coordinates), even when the model reads only its most variable genes; any other AnnData
+            (a query) is not attached (pass it to :meth:`get_latent_coordinates` instead).
         prefix
             Prefix given to :meth:`save`.
         accelerator, device

@@ -287,7 +287,8 @@ def load_model(
     dir_path
         The folder.
     adata
-        Reference AnnData to attach: it must hold the model's genes in the model's order and the registered
+        Reference AnnData to attach: it must hold the genes the model was set up on, in that order (more
+        than the model's own genes when it kept only the most variable ones), and the registered
         coordinates; any other AnnData (a query) is only checked for the model's genes and not attached.
     prefix
         File-name prefix.
