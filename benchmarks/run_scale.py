@@ -4,8 +4,11 @@ Every measurement runs in a fresh Python process, so its peak resident memory (`
 own. Query and reference cells come from :func:`spatialedm.datasets.synthetic_tissue` (50 genes).
 
 spatialedm inference  a model trained for 3 epochs on 5,000 synthetic cells (quality is irrelevant
-                      here) places 1k, 10k, 100k and 1M query cells (``get_latent_coordinates``,
-                      generator + one refiner step, stitched 512-cell subsets)
+                      here) places 1k, 10k, 100k and 1M query cells (``get_latent_coordinates`` with
+                      its defaults: generator + one refiner step on stitched 512-cell subsets, the
+                      spacing relaxation and the expression-neighbour uncertainty)
+                      ``--infer-bare``: the same with ``relax=False, uncertainty=None`` (method
+                      "spatialedm, network only"), so that the two steps' cost is the difference
 spatialedm training   seconds per epoch (256 sets) with 10k and 100k reference cells
 Tangram               ``tg.map_cells_to_space(mode="cells", device="cpu")`` of the query onto a
                       5,000-spot reference, where it fits in memory (runs in the peers' environment,
@@ -20,7 +23,7 @@ Results are appended to ``benchmarks/results/scale.csv``; ``--summary`` writes t
 
 Examples
 --------
-python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --train 10000 100000
+python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --infer-bare 100000 1000000 --train 10000 100000
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 1000 10000 --tangram-timeout 1800
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 10000 100000 --tangram-epochs 20
 python -m benchmarks.run_scale --summary
@@ -95,7 +98,7 @@ def child_fit(model_dir: str) -> dict:
     return {"status": "ok"}
 
 
-def child_infer(model_dir: str, n: int) -> dict:
+def child_infer(model_dir: str, n: int, bare: str = "") -> dict:
     import spatialedm as se
 
     model = se.SpatialEDM.load(model_dir)
@@ -103,7 +106,8 @@ def child_infer(model_dir: str, n: int) -> dict:
     del query.obsm["spatial"]
     base = rss_mb()
     t0 = time.perf_counter()
-    coords = model.get_latent_coordinates(query, seed=0, key_added=None)
+    kwargs = {"relax": False, "uncertainty": None} if bare == "bare" else {}
+    coords = model.get_latent_coordinates(query, seed=0, key_added=None, **kwargs)
     seconds = time.perf_counter() - t0
     assert coords.shape == (n, 2)
     return {"seconds": seconds, "peak_rss_mb": peak_mb(), "base_rss_mb": base, "status": "ok"}
@@ -282,6 +286,7 @@ def plot(df) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--infer", nargs="*", type=int, default=[])
+    p.add_argument("--infer-bare", nargs="*", type=int, default=[])
     p.add_argument("--train", nargs="*", type=int, default=[])
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--tangram", nargs="*", type=int, default=[])
@@ -298,7 +303,7 @@ def main(argv=None) -> None:
         conv = [int(x) if x.isdigit() else x for x in rest]
         Path(args.child_out).write_text(json.dumps(fn(*conv)))
         return
-    if args.infer:
+    if args.infer or args.infer_bare:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = str(Path(tmp) / "model")
             res = run_child(["fit", model_dir], args.timeout)
@@ -306,6 +311,9 @@ def main(argv=None) -> None:
                 raise RuntimeError(f"could not train the model for the inference runs: {res['status']}")
             for n in args.infer:
                 record("spatialedm", "inference", n, run_child(["infer", model_dir, str(n)], args.timeout))
+            for n in args.infer_bare:
+                res = run_child(["infer", model_dir, str(n), "bare"], args.timeout)
+                record("spatialedm, network only", "inference", n, res)
     for n in args.train:
         record(
             "spatialedm", "training", n, run_child(["train", str(n), str(args.train_epochs)], args.timeout)
