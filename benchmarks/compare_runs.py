@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
     )
     sys.stdout.write(table + "\n")
     if not args.no_write:
-        command = " ".join(["python -m benchmarks.compare_runs", *(argv or sys.argv[1:])])
+        # shlex.join quotes arguments with spaces, so the recorded command runs as printed
+        command = "python -m benchmarks.compare_runs " + shlex.join(argv or sys.argv[1:])
         write_block(args.results_md, args.tag, f"Command: `{command}`\n\n{table}")
         logger.info("wrote the table to %s", args.results_md)
     return 0
