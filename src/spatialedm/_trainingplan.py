@@ -57,7 +57,8 @@ class SpatialEDMTrainingPlan(TrainingPlan):
 
     Epochs ``[0, a)`` train the expression encoder (spatial contrastive), ``[a, a + b)`` the context
     encoder and generator (the expression encoder fine-tuned with them unless
-    ``ModelConfig.finetune_encoder=False``), and the rest the refiner with everything else frozen. Losses are logged per stage as ``train_loss_<stage>`` / ``validation_loss_<stage>``.
+    ``ModelConfig.finetune_encoder=False``), and the rest the refiner with everything else frozen.
+    Losses are logged per stage as ``train_loss_<stage>`` / ``validation_loss_<stage>``.
 
     It subclasses scvi-tools' :class:`~scvi.train.TrainingPlan` for the optimiser set-up
     (``optimizer``, ``lr``, ``weight_decay``, ``reduce_lr_on_plateau`` ... as there) and its
