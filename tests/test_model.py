@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import spatialedm as sem
 
@@ -185,6 +186,28 @@ def test_unknown_config_option():
     sem.SpatialEDM.setup_anndata(adata)
     with pytest.raises(TypeError, match="Unknown ModelConfig option"):
         sem.SpatialEDM(adata, n_layrs=3)
+
+
+def test_negative_encoder_lr_factor_raises():
+    with pytest.raises(ValueError, match="encoder_lr_factor"):
+        sem.ModelConfig(encoder_lr_factor=-0.1)
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5])
+def test_encoder_lr_factor_sets_the_fine_tuning_rate(tissue, tiny, tiny_sets, factor):
+    sem.SpatialEDM.setup_anndata(tissue, spatial_key="spatial", batch_key="section")
+    model = sem.SpatialEDM(tissue, encoder_lr_factor=factor, **tiny)
+    before = {k: p.detach().clone() for k, p in model.module.encoder.named_parameters()}
+    # Generator stage only: the encoder is trained only through fine-tuning.
+    model.train(
+        max_epochs=2,
+        accelerator="cpu",
+        datasplitter_kwargs=tiny_sets,
+        enable_progress_bar=False,
+        plan_kwargs={"stage_fractions": (0, 1, 0)},
+    )
+    moved = [not torch.equal(before[k], p) for k, p in model.module.encoder.named_parameters()]
+    assert any(moved) == (factor > 0)
 
 
 def test_three_dimensional_reference(tiny, tiny_sets):

@@ -63,6 +63,9 @@ class ModelConfig(_ConfigMixin):
     finetune_encoder
         Keep training the expression encoder with the generator instead of freezing it after the
         contrastive stage.
+    encoder_lr_factor
+        Learning rate of the expression encoder while it is fine-tuned with the generator, relative to the
+        other networks' (``1`` trains all at one rate; ``0`` is the same as ``finetune_encoder=False``).
     gene_dropout
         Fraction of genes zeroed at random in training inputs: with the Gaussian noise below, it keeps the
         model from memorising where each reference cell sits.
@@ -102,6 +105,7 @@ class ModelConfig(_ConfigMixin):
     n_top_genes: int | None = 2000
     n_pcs: int | None = 50
     finetune_encoder: bool = True
+    encoder_lr_factor: float = 1.0
     gene_dropout: float = 0.2
     expression_noise: float = 0.3
     temperature: float = 0.1
@@ -125,6 +129,8 @@ class ModelConfig(_ConfigMixin):
             raise ValueError(f"n_top_genes must be positive or None, got {self.n_top_genes}.")
         if self.n_pcs is not None and self.n_pcs < 1:
             raise ValueError(f"n_pcs must be positive or None, got {self.n_pcs}.")
+        if self.encoder_lr_factor < 0:
+            raise ValueError(f"encoder_lr_factor must be non-negative, got {self.encoder_lr_factor}.")
         if self.n_steps < 1:
             raise ValueError(f"n_steps must be at least 1, got {self.n_steps}.")
 

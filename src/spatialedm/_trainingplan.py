@@ -100,6 +100,30 @@ class SpatialEDMTrainingPlan(TrainingPlan):
         epoch = self.current_epoch
         return STAGES[0] if epoch < a else STAGES[1] if epoch < a + b else STAGES[2]
 
+    def configure_optimizers(self):
+        """scvi-tools' optimiser, with the expression encoder in its own parameter group.
+
+        The group's learning rate follows the others' (and any scheduler's) in the encoder stage and is
+        scaled by ``ModelConfig.encoder_lr_factor`` while the encoder is fine-tuned with the generator.
+        """
+        config = super().configure_optimizers()
+        optimizer = config["optimizer"]
+        encoder = {id(p) for p in self.module.encoder.parameters()}
+        group = optimizer.param_groups[0]
+        params = group["params"]
+        group["params"] = [p for p in params if id(p) not in encoder]
+        optimizer.add_param_group({"params": [p for p in params if id(p) in encoder]})
+        return config
+
+    def on_train_epoch_start(self):
+        """Set the encoder group's learning rate for this epoch's stage."""
+        optimizers = self.optimizers(use_pl_optimizer=False)
+        optimizer = optimizers[0] if isinstance(optimizers, list) else optimizers
+        if len(optimizer.param_groups) < 2:
+            return
+        factor = 1.0 if self.stage == STAGES[0] else self.module.config.encoder_lr_factor
+        optimizer.param_groups[1]["lr"] = optimizer.param_groups[0]["lr"] * factor
+
     def forward(self, batch, stage: str):
         """Run the module and return its :class:`~scvi.module.base.LossOutput`."""
         kw = {"stage": stage}
