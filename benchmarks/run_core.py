@@ -404,7 +404,7 @@ def machine() -> str:
 
 
 def _pooled(csv_paths) -> pd.DataFrame:
-    paths = [csv_paths] if isinstance(csv_paths, (str, Path)) else list(csv_paths)
+    paths = [csv_paths] if isinstance(csv_paths, str | Path) else list(csv_paths)
     df = pd.concat([pd.read_csv(p, keep_default_na=False, na_values=[""]) for p in paths], ignore_index=True)
     for col in ("peak_mb", *METRICS):
         if col not in df:
@@ -532,7 +532,7 @@ def _rel(path: Path) -> Path:
 
 
 def write_summary(csv_paths: Path | list[Path], md_path: Path, tasks: list[str] | None, command: str) -> str:
-    paths = [csv_paths] if isinstance(csv_paths, (str, Path)) else list(csv_paths)
+    paths = [csv_paths] if isinstance(csv_paths, str | Path) else list(csv_paths)
     table = summary_table(paths, tasks)
     csv_rel = "`, `".join(str(_rel(p)) for p in paths)
     block = "\n".join(
@@ -576,6 +576,29 @@ def replace_block(md_path: Path, start: str, end: str, block: str, heading: str 
         text = text.rstrip("\n") + "\n\n" + (f"{heading}\n\n" if heading else "") + block + "\n"
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(text)
+
+
+def write_study_block(
+    md_path: Path, marker: str, heading: str, module: str, argv, models: Path, raw_rows: str, table: str
+) -> None:
+    """Write an inference-only study's table, with its command, machine and date, between its markers.
+
+    The models folder is the user's own, so the command names it ``MODELS`` as run_core's docs do.
+    """
+    argv = [("MODELS" if a == str(models) else a) for a in argv]
+    command = f"python -m {module} " + " ".join(argv)
+    block = "\n".join(
+        [
+            f"Command: `{command}` (inference only, on the models `run_core --models MODELS` trained)  ",
+            f"Machine: {machine()}  ",
+            f"Date: {dt.date.today().isoformat()}  ",
+            f"Raw rows: `{raw_rows}`.",
+            "",
+            table,
+        ]
+    )
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    replace_block(md_path, start, end, f"{start}\n\n{block}\n\n{end}", heading=heading)
 
 
 def main(argv=None):

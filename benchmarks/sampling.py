@@ -12,7 +12,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, machine, replace_block
+from benchmarks.run_core import RESULTS, write_study_block
 from benchmarks.tasks import load_task
 from spatialedm import SpatialEDM, metrics
 
@@ -104,24 +103,15 @@ def main(argv=None):
     if df.empty:
         return
     # the models folder is the user's own; the command names it as run_core's docs do
-    argv = [("MODELS" if a == str(args.models) else a) for a in (argv or sys.argv[1:])]
-    command = "python -m benchmarks.sampling " + " ".join(argv)
-    block = "\n".join(
-        [
-            f"Command: `{command}` (inference only, on the models `run_core --models MODELS` trained)  ",
-            f"Machine: {machine()}  ",
-            f"Date: {dt.date.today().isoformat()}  ",
-            f"Raw rows: `benchmarks/results/{args.out.name}`.",
-            "",
-            table(df),
-        ]
-    )
-    replace_block(
+    write_study_block(
         args.results_md,
-        "<!-- sampling:start -->",
-        "<!-- sampling:end -->",
-        f"<!-- sampling:start -->\n\n{block}\n\n<!-- sampling:end -->",
-        heading="## Sampling",
+        "sampling",
+        "## Sampling",
+        "benchmarks.sampling",
+        argv or sys.argv[1:],
+        args.models,
+        f"benchmarks/results/{args.out.name}",
+        table(df),
     )
     print(table(df))
 

@@ -96,7 +96,7 @@ def test_copy_returns_a_new_anndata(trained, tissue):
         trained.get_latent_coordinates(query, key_added=None, copy=True)
 
 
-@pytest.mark.parametrize("kind", ["neighbors", "samples"])
+@pytest.mark.parametrize("kind", ["ranks", "neighbors", "samples"])
 def test_uncertainty_written_per_cell(trained, tissue, kind):
     query = tissue[:80].copy()
     n_samples = 3 if kind == "samples" else 1
@@ -122,11 +122,24 @@ def test_neighbor_uncertainty_is_the_expression_neighbours_spread(trained, tissu
     from sklearn.neighbors import NearestNeighbors
 
     query = tissue[:120].copy()
-    layout = trained.get_latent_coordinates(query, seed=0)
+    layout = trained.get_latent_coordinates(query, seed=0, uncertainty="neighbors")
     z = trained.get_latent_representation(query)
     idx = NearestNeighbors(n_neighbors=11).fit(z).kneighbors(z)[1][:, 1:]
     expected = np.sqrt(((layout[idx] - layout[:, None]) ** 2).sum(-1).mean(1))
     np.testing.assert_allclose(query.obs["spatialedm_uncertainty"].to_numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_default_uncertainty_is_the_distance_rank_disagreement_of_expression_neighbours(trained, tissue):
+    from scipy.stats import spearmanr
+    from sklearn.neighbors import NearestNeighbors
+
+    query = tissue[:120].copy()  # fewer cells than landmarks: every cell's distances are ranked
+    layout = trained.get_latent_coordinates(query, seed=0)
+    z = trained.get_latent_representation(query)
+    idx = NearestNeighbors(n_neighbors=31).fit(z).kneighbors(z)[1][:, 1:]
+    d = np.linalg.norm(layout[:, None] - layout[None], axis=-1)
+    expected = [1 - np.mean([spearmanr(d[i], d[j])[0] for j in idx[i]]) for i in range(120)]
+    np.testing.assert_allclose(query.obs["spatialedm_uncertainty"].to_numpy(), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("n", [1, 2])

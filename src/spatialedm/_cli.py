@@ -30,8 +30,9 @@ examples:
   spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
 
 Genes are matched to the model by name; extra genes are ignored. The output is the query with
-obsm[KEY] and obs["spatialedm_uncertainty"] added (each cell's spread of its expression neighbours in
-the layout; with --n-samples > 1, the spread of that many stochastic refinements). Draw it with
+obsm[KEY] and obs["spatialedm_uncertainty"] added (how differently each cell and its expression
+neighbours rank their distances in the layout, 0 to 2; with --n-samples > 1, the spread of that many
+stochastic refinements). Draw it with
   sq.pl.spatial_scatter(adata, spatial_key="X_spatialedm", shape=None, color=...)
 """
 
@@ -235,7 +236,7 @@ def _predict(args) -> None:
         refine=not args.no_refine,
         relax=not args.no_relax,
         n_samples=args.n_samples,
-        uncertainty="samples" if args.n_samples > 1 else "neighbors",
+        uncertainty="samples" if args.n_samples > 1 else "ranks",
         key_added=args.key_added,
         set_size=args.set_size,
         seed=args.seed,

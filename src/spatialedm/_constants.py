@@ -16,5 +16,5 @@ REGISTRY_KEYS = _REGISTRY_KEYS_NT()
 
 #: Key of ``obsm`` that :meth:`~spatialedm.SpatialEDM.get_latent_coordinates` writes by default.
 DEFAULT_KEY_ADDED = "X_spatialedm"
-#: Key of ``obs`` with each cell's positional uncertainty (see ``get_latent_coordinates(uncertainty=...)``).
+#: Key of ``obs`` with each cell's uncertainty (see ``get_latent_coordinates(uncertainty=...)``).
 UNCERTAINTY_KEY = "spatialedm_uncertainty"

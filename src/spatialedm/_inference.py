@@ -16,7 +16,7 @@ import torch
 from ._constants import UNCERTAINTY_KEY
 from ._distance_geometry import measure_edges, median_edges, stress_majorization
 from ._spacing import relax_spacing
-from ._uncertainty import neighbor_spread
+from ._uncertainty import neighbor_spread, rank_disagreement
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class LayoutPredictor:
         consensus: bool = False,
         stochastic: bool = False,
         relax: bool = True,
-        uncertainty: str | None = "neighbors",
+        uncertainty: str | None = "ranks",
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and each cell's uncertainty.
 
@@ -160,7 +160,9 @@ class LayoutPredictor:
             Spread the returned layout to the reference's cell spacing (:func:`~spatialedm._spacing.relax_spacing`;
             a no-op for a model without a measured spacing).
         uncertainty
-            ``"neighbors"``: each cell's spread of its expression neighbours in the returned layout
+            ``"ranks"``: how differently each cell and its expression neighbours rank their distances in
+            the returned layout (:func:`~spatialedm._uncertainty.rank_disagreement`); ``"neighbors"``:
+            each cell's spread of its expression neighbours in the returned layout
             (:func:`~spatialedm._uncertainty.neighbor_spread`); ``"samples"``: each cell's RMS distance
             of the ``n_samples`` stochastic refinements from the layout (measured before relaxation);
             ``None``: none.
@@ -172,8 +174,10 @@ class LayoutPredictor:
         """
         if n_samples < 1:
             raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
-        if uncertainty not in ("neighbors", "samples", None):
-            raise ValueError(f"uncertainty must be 'neighbors', 'samples' or None, got {uncertainty!r}.")
+        if uncertainty not in ("ranks", "neighbors", "samples", None):
+            raise ValueError(
+                f"uncertainty must be 'ranks', 'neighbors', 'samples' or None, got {uncertainty!r}."
+            )
         if uncertainty == "samples" and n_samples < 2:
             raise ValueError(f"uncertainty='samples' needs n_samples of at least 2, got {n_samples}.")
         if n_samples > 1 and uncertainty != "samples" and not consensus:
@@ -190,7 +194,7 @@ class LayoutPredictor:
         layout = unit_rms(first)
         if n_samples == 1:
             layout = self._relaxed(layout, relax, gen)
-            return layout, self._neighbor_spread(source, layout, gen) if uncertainty else None
+            return layout, self._from_neighbors(source, layout, gen, uncertainty) if uncertainty else None
         # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
         # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
         draws = []
@@ -203,13 +207,17 @@ class LayoutPredictor:
             draws = [align_numpy(d, layout) for d in draws]
         spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
         layout = self._relaxed(layout, relax, gen)
-        if uncertainty == "neighbors":
-            spread = self._neighbor_spread(source, layout, gen)
+        if uncertainty in ("ranks", "neighbors"):
+            spread = self._from_neighbors(source, layout, gen, uncertainty)
         return layout, spread if uncertainty else None
 
-    def _neighbor_spread(self, source: RowSource, layout: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    def _from_neighbors(
+        self, source: RowSource, layout: np.ndarray, gen: torch.Generator, kind: str
+    ) -> np.ndarray:
+        """The uncertainty measured on the layout of each cell's expression neighbours."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-        return neighbor_spread(embed_rows(self.module, self.device, source), layout, seed=seed)
+        measure = rank_disagreement if kind == "ranks" else neighbor_spread
+        return measure(embed_rows(self.module, self.device, source), layout, seed=seed)
 
     def _relaxed(self, layout: np.ndarray, relax: bool, gen: torch.Generator) -> np.ndarray:
         spacing = float(self.module.spacing)

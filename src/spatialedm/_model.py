@@ -277,7 +277,7 @@ class SpatialEDM(BaseModelClass):
         consensus: bool = False,
         stochastic: bool = False,
         relax: bool = True,
-        uncertainty: str | None = "neighbors",
+        uncertainty: str | None = "ranks",
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -307,11 +307,14 @@ class SpatialEDM(BaseModelClass):
             that spacing (a few sweeps of soft-sphere relaxation; neighbourhoods and global shape stay).
             ``False`` returns the network's layout as it is.
         uncertainty
-            Per-cell uncertainty written to ``obs["spatialedm_uncertainty"]`` (in units of the layout's
-            per-axis RMS): ``"neighbors"``, the RMS distance in the layout from each cell to its 10
-            nearest cells in expression (the model's embedding), high where the expression does not
-            single the cell out; ``"samples"``, each cell's RMS distance from the layout over the
-            ``n_samples`` stochastic refinements (needs ``n_samples > 1``); ``None`` writes none.
+            Per-cell uncertainty written to ``obs["spatialedm_uncertainty"]``, high where the expression
+            does not single the cell out: ``"ranks"``, 1 minus the mean Spearman correlation between the
+            cell's distances to 256 landmark cells and those of its 30 nearest cells in expression (the
+            model's embedding), in [0, 2] — how much the cell's near and far would change if it sat where
+            cells like it sit; ``"neighbors"``, the RMS distance in the layout from each cell to its 10
+            nearest cells in expression (in units of the layout's per-axis RMS); ``"samples"``, each cell's
+            RMS distance from the layout over the ``n_samples`` stochastic refinements (needs
+            ``n_samples > 1``); ``None`` writes none.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy

@@ -88,7 +88,7 @@ def _to_json(obj):
     """Plain JSON for the model's attributes: arrays and data frames are tagged so they round-trip."""
     if isinstance(obj, dict):
         return {str(k): _to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list | tuple):
         return [_to_json(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return {"__ndarray__": _to_json(obj.tolist()), "dtype": str(obj.dtype)}
@@ -97,7 +97,7 @@ def _to_json(obj):
         return {"__dataframe__": _to_json({k: split[k] for k in ("index", "columns", "data")})}
     if isinstance(obj, np.generic):
         return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
+    if obj is None or isinstance(obj, bool | int | float | str):
         return obj
     raise TypeError(f"Cannot save an attribute of type {type(obj).__name__} as JSON.")
 

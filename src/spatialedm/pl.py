@@ -205,11 +205,11 @@ def uncertainty(
     show: bool = False,
     save: str | PathLike | None = None,
 ):
-    """Draw a reconstructed layout with each cell coloured by its positional uncertainty.
+    """Draw a reconstructed layout with each cell coloured by its uncertainty.
 
     The uncertainty is written to ``obs["spatialedm_uncertainty"]`` by
-    :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`: by default each cell's RMS distance in the
-    layout to its nearest cells in expression, in units of the layout's per-axis RMS.
+    :meth:`~spatialedm.SpatialEDM.get_latent_coordinates`: by default how differently each cell and its
+    nearest cells in expression rank their distances to the rest of the layout (0 to 2).
 
     Parameters
     ----------
@@ -265,8 +265,8 @@ def uncertainty(
     sc = None
     for ax, (a, b) in zip(axes[0], pairs):
         sc = _scatter(ax, xy[:, [a, b]], values, None, point_size, cmap=cmap, vmin=0.0, vmax=vmax)
-        ax.set_title(f"uncertainty, axes {a + 1}-{b + 1}" if len(pairs) > 1 else "positional uncertainty")
-    fig.colorbar(sc, ax=list(axes[0]), shrink=0.8, label=f"{key} (layout RMS units)")
+        ax.set_title(f"uncertainty, axes {a + 1}-{b + 1}" if len(pairs) > 1 else "uncertainty")
+    fig.colorbar(sc, ax=list(axes[0]), shrink=0.8, label=key)
     _finish(fig, show, save)
     return axes[0]
 

@@ -1,0 +1,148 @@
+"""Uncertainty probe: how much of each uncertainty's calibration is the cell's position alone.
+
+The per-cell error that :func:`spatialedm.metrics.uncertainty_calibration` ranks (1 minus the Spearman
+correlation of a cell's predicted and true distances to the other cells) depends on where the cell sits:
+a central cell's distances vary less, so their ranks are harder to get right. This probe loads the models
+that ``run_core --models DIR`` trained, places each task's query once (default layout) and scores, on the
+same cells as ``uncertainty_calibration``:
+
+- ``calibration``: the Spearman correlation of the uncertainty with the error (``uncertainty="ranks"``,
+  the default, and ``uncertainty="neighbors"``), and of the cell's nearness to the layout's centre alone
+  (``position``, minus its distance from the centroid: not an uncertainty, the geometry's share);
+- ``partial``: the partial rank correlation of the uncertainty with the error, the position held fixed
+  (what the uncertainty knows beyond where the cell sits).
+
+Inference only: nothing is retrained.
+
+Example::
+
+    python -m benchmarks.uncertainty_probe --models /path/to/models --tasks osmfish_halves --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import cdist
+from scipy.stats import rankdata
+
+from benchmarks.run_core import RESULTS, write_study_block
+from benchmarks.tasks import load_task
+from spatialedm import SpatialEDM, metrics
+
+#: Cells scored, as ``metrics.uncertainty_calibration``'s default.
+MAX_CELLS = 2000
+KINDS = ("ranks", "neighbors")
+
+
+def cell_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """1 - each cell's Spearman correlation of its predicted and true distances to the other cells."""
+    dp, dt_ = cdist(pred, pred), cdist(true, true)
+    off = ~np.eye(len(pred), dtype=bool)
+    rp = rankdata(dp[off].reshape(len(pred), -1), axis=1)
+    rt = rankdata(dt_[off].reshape(len(pred), -1), axis=1)
+    rp -= rp.mean(1, keepdims=True)
+    rt -= rt.mean(1, keepdims=True)
+    return 1.0 - (rp * rt).sum(1) / np.sqrt((rp**2).sum(1) * (rt**2).sum(1))
+
+
+def _rank_residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = rankdata(a), rankdata(b)
+    a, b = a - a.mean(), b - b.mean()
+    return a - b * (a @ b) / (b @ b)
+
+
+def partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
+    """Rank correlation of x and y with z's rank regressed out of both."""
+    rx, ry = _rank_residual(x, z), _rank_residual(y, z)
+    return float(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)))
+
+
+def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
+    rows = []
+    for name in tasks:
+        for seed in seeds:
+            folder = models / f"{name}_seed{seed}"
+            if not (folder / "model.json").exists():
+                print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
+                continue
+            _, query, info = load_task(name, seed=seed)
+            truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
+            model = SpatialEDM.load(folder)
+            uncertainty = {}
+            for kind in KINDS:
+                placed = model.get_latent_coordinates(query, seed=seed, uncertainty=kind, copy=True)
+                pred = np.asarray(placed.obsm["X_spatialedm"], dtype=float)
+                uncertainty[kind] = placed.obs["spatialedm_uncertainty"].to_numpy(dtype=float)
+            # as uncertainty_calibration: the same random subset of cells
+            sub = np.arange(len(pred))
+            if len(pred) > MAX_CELLS:
+                sub = np.sort(np.random.default_rng(seed).choice(len(pred), size=MAX_CELLS, replace=False))
+            error = cell_errors(pred[sub], truth[sub])
+            position = -np.linalg.norm(pred[sub] - pred[sub].mean(0), axis=1)
+            row = {"task": name, "seed": seed}
+            for kind, u in uncertainty.items():
+                row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
+                row[f"partial_{kind}"] = partial_spearman(u[sub], error, position)
+            row["calibration_position"] = float(np.corrcoef(rankdata(position), rankdata(error))[0, 1])
+            rows.append(row)
+            print(
+                f"[{name} seed={seed}] "
+                + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("task", "seed")),
+                flush=True,
+            )
+    df = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return df
+
+
+COLUMNS = [
+    "calibration_ranks",
+    "calibration_neighbors",
+    "calibration_position",
+    "partial_ranks",
+    "partial_neighbors",
+]
+
+
+def table(df: pd.DataFrame) -> str:
+    lines = ["| task | n seeds | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for task, g in df.groupby("task", sort=False):
+        cells = [f"{g[c].mean():.3f} ± {g[c].std(ddof=1) if len(g) > 1 else 0:.3f}" for c in COLUMNS]
+        lines.append(f"| {task} | {len(g)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--models", type=Path, required=True, help="folder of the models saved by run_core --models"
+    )
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", type=Path, default=RESULTS / "study" / "uncertainty_probe.csv")
+    p.add_argument("--results-md", type=Path, default=RESULTS.parent / "RESULTS.md")
+    args = p.parse_args(argv)
+    df = run(args.models, args.tasks, args.seeds, args.out)
+    if df.empty:
+        return
+    write_study_block(
+        args.results_md,
+        "uncertainty-probe",
+        "## Uncertainty: distance-rank disagreement",
+        "benchmarks.uncertainty_probe",
+        argv or sys.argv[1:],
+        args.models,
+        f"benchmarks/results/study/{args.out.name}",
+        table(df),
+    )
+    print(table(df))
+
+
+if __name__ == "__main__":
+    main()
