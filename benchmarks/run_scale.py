@@ -8,7 +8,9 @@ spatialedm inference  a model trained for 3 epochs on 5,000 synthetic cells (qua
                       its defaults: generator + one refiner step on stitched 512-cell subsets, the
                       spacing relaxation and the expression-neighbour uncertainty)
                       ``--infer-bare``: the same with ``relax=False, uncertainty=None`` (method
-                      "spatialedm, network only"), so that the two steps' cost is the difference
+                      "spatialedm, network only"), so that the two steps' cost is the difference;
+                      ``--infer-neighbors``: the same with ``uncertainty="neighbors"`` (method
+                      "spatialedm, neighbours' spread"), the cheaper uncertainty
 spatialedm training   seconds per epoch (256 sets) with 10k and 100k reference cells
 Tangram               ``tg.map_cells_to_space(mode="cells", device="cpu")`` of the query onto a
                       5,000-spot reference, where it fits in memory (runs in the peers' environment,
@@ -23,7 +25,7 @@ Results are appended to ``benchmarks/results/scale.csv``; ``--summary`` writes t
 
 Examples
 --------
-python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --infer-bare 100000 1000000 --train 10000 100000
+python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --infer-bare 100000 1000000 --infer-neighbors 100000 1000000 --train 10000 100000
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 1000 10000 --tangram-timeout 1800
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 10000 100000 --tangram-epochs 20
 python -m benchmarks.run_scale --summary
@@ -99,6 +101,7 @@ def child_fit(model_dir: str) -> dict:
 
 
 def child_infer(model_dir: str, n: int, bare: str = "") -> dict:
+    """Place ``n`` synthetic cells with the defaults, or as ``bare`` says ("bare" or "neighbors")."""
     import spatialedm as se
 
     model = se.SpatialEDM.load(model_dir)
@@ -106,7 +109,11 @@ def child_infer(model_dir: str, n: int, bare: str = "") -> dict:
     del query.obsm["spatial"]
     base = rss_mb()
     t0 = time.perf_counter()
-    kwargs = {"relax": False, "uncertainty": None} if bare == "bare" else {}
+    kwargs = {
+        "bare": {"relax": False, "uncertainty": None},
+        "neighbors": {"uncertainty": "neighbors"},
+        "": {},
+    }[bare]
     coords = model.get_latent_coordinates(query, seed=0, key_added=None, **kwargs)
     seconds = time.perf_counter() - t0
     assert coords.shape == (n, 2)
@@ -287,6 +294,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--infer", nargs="*", type=int, default=[])
     p.add_argument("--infer-bare", nargs="*", type=int, default=[])
+    p.add_argument("--infer-neighbors", nargs="*", type=int, default=[])
     p.add_argument("--train", nargs="*", type=int, default=[])
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--tangram", nargs="*", type=int, default=[])
@@ -303,7 +311,7 @@ def main(argv=None) -> None:
         conv = [int(x) if x.isdigit() else x for x in rest]
         Path(args.child_out).write_text(json.dumps(fn(*conv)))
         return
-    if args.infer or args.infer_bare:
+    if args.infer or args.infer_bare or args.infer_neighbors:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = str(Path(tmp) / "model")
             res = run_child(["fit", model_dir], args.timeout)
@@ -314,6 +322,9 @@ def main(argv=None) -> None:
             for n in args.infer_bare:
                 res = run_child(["infer", model_dir, str(n), "bare"], args.timeout)
                 record("spatialedm, network only", "inference", n, res)
+            for n in args.infer_neighbors:
+                res = run_child(["infer", model_dir, str(n), "neighbors"], args.timeout)
+                record("spatialedm, neighbours' spread", "inference", n, res)
     for n in args.train:
         record(
             "spatialedm", "training", n, run_child(["train", str(n), str(args.train_epochs)], args.timeout)
