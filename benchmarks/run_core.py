@@ -578,6 +578,38 @@ def replace_block(md_path: Path, start: str, end: str, block: str, heading: str 
     md_path.write_text(text)
 
 
+def saved_models(models: Path, tasks, seeds):
+    """Yield ``(task, seed, model, query, truth, info)`` for each model ``run_core --models`` saved there.
+
+    The query comes without its coordinates (``truth`` holds them); missing models are reported and skipped.
+    """
+    from spatialedm import SpatialEDM
+
+    for name in tasks:
+        for seed in seeds:
+            folder = models / f"{name}_seed{seed}"
+            if not (folder / "model.json").exists():
+                print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
+                continue
+            _, query, info = load_task(name, seed=seed)
+            truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
+            del query.obsm[info["spatial_key"]]
+            yield name, seed, SpatialEDM.load(folder), query, truth, info
+
+
+def study_parser(description: str, default_out: Path) -> argparse.ArgumentParser:
+    """Command line of an inference-only study on the models ``run_core --models`` saved."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--models", type=Path, required=True, help="folder of the models saved by run_core --models"
+    )
+    p.add_argument("--tasks", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--out", type=Path, default=default_out)
+    p.add_argument("--results-md", type=Path, default=RESULTS.parent / "RESULTS.md")
+    return p
+
+
 def write_study_block(
     md_path: Path, marker: str, heading: str, module: str, argv, models: Path, raw_rows: str, table: str
 ) -> None:

@@ -11,18 +11,15 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, write_study_block
-from benchmarks.tasks import load_task
-from spatialedm import SpatialEDM, metrics
+from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
+from spatialedm import metrics
 
 #: (label, get_latent_coordinates options)
 CHAINS = [
@@ -43,35 +40,26 @@ COLUMNS = ["cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "nn_dista
 
 def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
     rows = []
-    for name in tasks:
-        for seed in seeds:
-            folder = models / f"{name}_seed{seed}"
-            if not (folder / "model.json").exists():
-                print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
-                continue
-            reference, query, info = load_task(name, seed=seed)
-            truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
-            del query.obsm[info["spatial_key"]]
-            labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
-            model = SpatialEDM.load(folder)
-            for label, kwargs in CHAINS:
-                t0 = time.perf_counter()
-                pred = model.get_latent_coordinates(query, seed=seed, key_added=None, **kwargs)
-                scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
-                rows.append(
-                    {
-                        "task": name,
-                        "seed": seed,
-                        "chain": label,
-                        "options": json.dumps(kwargs),
-                        **scores,
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                print(
-                    f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
-                    flush=True,
-                )
+    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds):
+        labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
+        for label, kwargs in CHAINS:
+            t0 = time.perf_counter()
+            pred = model.get_latent_coordinates(query, seed=seed, key_added=None, **kwargs)
+            scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
+            rows.append(
+                {
+                    "task": name,
+                    "seed": seed,
+                    "chain": label,
+                    "options": json.dumps(kwargs),
+                    **scores,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            print(
+                f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
+                flush=True,
+            )
     df = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
@@ -90,15 +78,7 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--models", type=Path, required=True, help="folder of the models saved by run_core --models"
-    )
-    p.add_argument("--tasks", nargs="+", required=True)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--out", type=Path, default=RESULTS / "sampling.csv")
-    p.add_argument("--results-md", type=Path, default=RESULTS.parent / "RESULTS.md")
-    args = p.parse_args(argv)
+    args = study_parser(__doc__, RESULTS / "sampling.csv").parse_args(argv)
     df = run(args.models, args.tasks, args.seeds, args.out)
     if df.empty:
         return

@@ -21,7 +21,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,9 +29,8 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 from scipy.stats import rankdata
 
-from benchmarks.run_core import RESULTS, write_study_block
-from benchmarks.tasks import load_task
-from spatialedm import SpatialEDM, metrics
+from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
+from spatialedm import metrics
 
 #: Cells scored, as ``metrics.uncertainty_calibration``'s default.
 MAX_CELLS = 2000
@@ -64,37 +62,29 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
 
 def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
     rows = []
-    for name in tasks:
-        for seed in seeds:
-            folder = models / f"{name}_seed{seed}"
-            if not (folder / "model.json").exists():
-                print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
-                continue
-            _, query, info = load_task(name, seed=seed)
-            truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
-            model = SpatialEDM.load(folder)
-            uncertainty = {}
-            for kind in KINDS:
-                placed = model.get_latent_coordinates(query, seed=seed, uncertainty=kind, copy=True)
-                pred = np.asarray(placed.obsm["X_spatialedm"], dtype=float)
-                uncertainty[kind] = placed.obs["spatialedm_uncertainty"].to_numpy(dtype=float)
-            # as uncertainty_calibration: the same random subset of cells
-            sub = np.arange(len(pred))
-            if len(pred) > MAX_CELLS:
-                sub = np.sort(np.random.default_rng(seed).choice(len(pred), size=MAX_CELLS, replace=False))
-            error = cell_errors(pred[sub], truth[sub])
-            position = -np.linalg.norm(pred[sub] - pred[sub].mean(0), axis=1)
-            row = {"task": name, "seed": seed}
-            for kind, u in uncertainty.items():
-                row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
-                row[f"partial_{kind}"] = partial_spearman(u[sub], error, position)
-            row["calibration_position"] = float(np.corrcoef(rankdata(position), rankdata(error))[0, 1])
-            rows.append(row)
-            print(
-                f"[{name} seed={seed}] "
-                + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("task", "seed")),
-                flush=True,
-            )
+    for name, seed, model, query, truth, _ in saved_models(models, tasks, seeds):
+        uncertainty = {}
+        for kind in KINDS:
+            placed = model.get_latent_coordinates(query, seed=seed, uncertainty=kind, copy=True)
+            pred = np.asarray(placed.obsm["X_spatialedm"], dtype=float)
+            uncertainty[kind] = placed.obs["spatialedm_uncertainty"].to_numpy(dtype=float)
+        # as uncertainty_calibration: the same random subset of cells
+        sub = np.arange(len(pred))
+        if len(pred) > MAX_CELLS:
+            sub = np.sort(np.random.default_rng(seed).choice(len(pred), size=MAX_CELLS, replace=False))
+        error = cell_errors(pred[sub], truth[sub])
+        position = -np.linalg.norm(pred[sub] - pred[sub].mean(0), axis=1)
+        row = {"task": name, "seed": seed}
+        for kind, u in uncertainty.items():
+            row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
+            row[f"partial_{kind}"] = partial_spearman(u[sub], error, position)
+        row["calibration_position"] = float(np.corrcoef(rankdata(position), rankdata(error))[0, 1])
+        rows.append(row)
+        print(
+            f"[{name} seed={seed}] "
+            + "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("task", "seed")),
+            flush=True,
+        )
     df = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
@@ -119,15 +109,7 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--models", type=Path, required=True, help="folder of the models saved by run_core --models"
-    )
-    p.add_argument("--tasks", nargs="+", required=True)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--out", type=Path, default=RESULTS / "study" / "uncertainty_probe.csv")
-    p.add_argument("--results-md", type=Path, default=RESULTS.parent / "RESULTS.md")
-    args = p.parse_args(argv)
+    args = study_parser(__doc__, RESULTS / "study" / "uncertainty_probe.csv").parse_args(argv)
     df = run(args.models, args.tasks, args.seeds, args.out)
     if df.empty:
         return
