@@ -100,8 +100,8 @@ def child_fit(model_dir: str) -> dict:
     return {"status": "ok"}
 
 
-def child_infer(model_dir: str, n: int, bare: str = "") -> dict:
-    """Place ``n`` synthetic cells with the defaults, or as ``bare`` says ("bare" or "neighbors")."""
+def child_infer(model_dir: str, n: int, variant: str = "") -> dict:
+    """Place ``n`` synthetic cells with the defaults, or as ``variant`` says ("bare" or "neighbors")."""
     import spatialedm as se
 
     model = se.SpatialEDM.load(model_dir)
@@ -113,7 +113,7 @@ def child_infer(model_dir: str, n: int, bare: str = "") -> dict:
         "bare": {"relax": False, "uncertainty": None},
         "neighbors": {"uncertainty": "neighbors"},
         "": {},
-    }[bare]
+    }[variant]
     coords = model.get_latent_coordinates(query, seed=0, key_added=None, **kwargs)
     seconds = time.perf_counter() - t0
     assert coords.shape == (n, 2)

@@ -26,26 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.spatial.distance import cdist
 from scipy.stats import rankdata
 
 from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
 from spatialedm import metrics
 
-#: Cells scored, as ``metrics.uncertainty_calibration``'s default.
-MAX_CELLS = 2000
 KINDS = ("ranks", "neighbors")
-
-
-def cell_errors(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """1 - each cell's Spearman correlation of its predicted and true distances to the other cells."""
-    dp, dt_ = cdist(pred, pred), cdist(true, true)
-    off = ~np.eye(len(pred), dtype=bool)
-    rp = rankdata(dp[off].reshape(len(pred), -1), axis=1)
-    rt = rankdata(dt_[off].reshape(len(pred), -1), axis=1)
-    rp -= rp.mean(1, keepdims=True)
-    rt -= rt.mean(1, keepdims=True)
-    return 1.0 - (rp * rt).sum(1) / np.sqrt((rp**2).sum(1) * (rt**2).sum(1))
 
 
 def _rank_residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -68,17 +54,15 @@ def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataF
             placed = model.get_latent_coordinates(query, seed=seed, uncertainty=kind, copy=True)
             pred = np.asarray(placed.obsm["X_spatialedm"], dtype=float)
             uncertainty[kind] = placed.obs["spatialedm_uncertainty"].to_numpy(dtype=float)
-        # as uncertainty_calibration: the same random subset of cells
-        sub = np.arange(len(pred))
-        if len(pred) > MAX_CELLS:
-            sub = np.sort(np.random.default_rng(seed).choice(len(pred), size=MAX_CELLS, replace=False))
-        error = cell_errors(pred[sub], truth[sub])
-        position = -np.linalg.norm(pred[sub] - pred[sub].mean(0), axis=1)
+        # the cells and errors that uncertainty_calibration ranks
+        error = 1.0 - metrics.cellwise_scores(pred, truth, seed=seed)
+        ok = np.isfinite(error)
+        position = -np.linalg.norm(pred - pred[ok].mean(0), axis=1)
         row = {"task": name, "seed": seed}
         for kind, u in uncertainty.items():
             row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
-            row[f"partial_{kind}"] = partial_spearman(u[sub], error, position)
-        row["calibration_position"] = float(np.corrcoef(rankdata(position), rankdata(error))[0, 1])
+            row[f"partial_{kind}"] = partial_spearman(u[ok], error[ok], position[ok])
+        row["calibration_position"] = metrics.uncertainty_calibration(pred, truth, position, seed=seed)
         rows.append(row)
         print(
             f"[{name} seed={seed}] "

@@ -472,3 +472,21 @@ def test_evaluate_shape_keys(labelled):
         M.nhood_enrichment_agreement(pred, true, labels, n_neighs=8, seed=5)
     )
     assert 0.5 < with_labels["nhood_enrichment_agreement"] < 1.0
+
+
+def test_cellwise_scores_are_the_cells_behind_the_median_and_the_calibration():
+    rng = np.random.default_rng(8)
+    true = rng.uniform(size=(600, 2))
+    noise = rng.uniform(0, 0.3, size=600)
+    pred = true + noise[:, None] * rng.normal(size=true.shape)
+    scores = M.cellwise_scores(pred, true, max_cells=250, seed=3)
+    scored = np.isfinite(scores)
+    assert scores.shape == (600,) and scored.sum() == 250
+    assert np.median(scores[scored]) == pytest.approx(M.cellwise_spearman(pred, true, max_cells=250, seed=3))
+    # the noisiest cells score lowest, so the noise is a calibrated uncertainty of 1 - score
+    error = 1 - scores[scored]
+    rho = np.corrcoef(np.argsort(np.argsort(noise[scored])), np.argsort(np.argsort(error)))[0, 1]
+    assert rho == pytest.approx(M.uncertainty_calibration(pred, true, noise, max_cells=250, seed=3))
+    assert rho > 0.3
+    with pytest.raises(ValueError, match="`max_cells` must be at least 3, got 2"):
+        M.cellwise_scores(pred, true, max_cells=2)

@@ -33,6 +33,7 @@ from scipy.stats import rankdata
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "cellwise_scores",
     "cellwise_spearman",
     "coverage",
     "distance_spearman",
@@ -428,6 +429,52 @@ def _cellwise_scores(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     return scores
 
 
+def cellwise_scores(pred, true, max_cells: int = 2000, seed: int = 0) -> np.ndarray:
+    """Each cell's Spearman correlation of its predicted and true distances to the other cells.
+
+    The per-cell scores whose median is :func:`cellwise_spearman`, on the same random subset of at most
+    ``max_cells`` cells (which serve both as centres and as the "others"); ``1 -`` a score is the error
+    that :func:`uncertainty_calibration` ranks.
+
+    Parameters
+    ----------
+    pred
+        Predicted coordinates, shape (n_cells, d_pred).
+    true
+        True coordinates, shape (n_cells, d_true).
+    max_cells
+        Largest number of cells to score (at least 3).
+    seed
+        Seed for the cell subsample.
+
+    Returns
+    -------
+    ``(n_cells,)`` scores in [-1, 1]; NaN for cells outside the subset or with constant distances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from spatialedm.metrics import cellwise_scores
+    >>> true = np.random.default_rng(0).uniform(size=(200, 2))
+    >>> scores = cellwise_scores(true * 3.0, true)
+    >>> bool(np.allclose(scores, 1.0))
+    True
+    """
+    p, t = _prepare(pred, true)
+    if int(max_cells) < 3:
+        raise ValueError(f"`max_cells` must be at least 3, got {max_cells}.")
+    return _scores_on_subset(p, t, max_cells, seed)
+
+
+def _scores_on_subset(p: np.ndarray, t: np.ndarray, max_cells, seed: int) -> np.ndarray:
+    """Per-cell scores on the random subset, NaN elsewhere."""
+    sub = _subset(p.shape[0], int(max_cells), seed)
+    idx = np.arange(p.shape[0]) if sub is None else sub
+    scores = np.full(p.shape[0], np.nan)
+    scores[idx] = _cellwise_scores(p[idx], t[idx])
+    return scores
+
+
 def uncertainty_calibration(pred, true, uncertainty, max_cells: int = 2000, seed: int = 0) -> float:
     """Spearman correlation between each cell's stated uncertainty and its actual placement error.
 
@@ -471,10 +518,7 @@ def uncertainty_calibration(pred, true, uncertainty, max_cells: int = 2000, seed
         raise ValueError(f"`uncertainty` must have one value per cell ({p.shape[0]}), got {u.shape[0]}.")
     if not np.isfinite(u).all():
         raise ValueError("`uncertainty` contains NaN or infinite values.")
-    sub = _subset(p.shape[0], int(max_cells), seed)
-    if sub is not None:
-        p, t, u = p[sub], t[sub], u[sub]
-    error = 1.0 - _cellwise_scores(p, t)
+    error = 1.0 - _scores_on_subset(p, t, max_cells, seed)
     ok = np.isfinite(error)
     return _spearman(u[ok], error[ok])
 
