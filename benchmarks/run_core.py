@@ -578,10 +578,11 @@ def replace_block(md_path: Path, start: str, end: str, block: str, heading: str 
     md_path.write_text(text)
 
 
-def saved_models(models: Path, tasks, seeds):
+def saved_models(models: Path, tasks, seeds, with_reference: bool = False):
     """Yield ``(task, seed, model, query, truth, info)`` for each model ``run_core --models`` saved there.
 
     The query comes without its coordinates (``truth`` holds them); missing models are reported and skipped.
+    With ``with_reference``, the model is loaded with its task's reference registered (as after training).
     """
     from spatialedm import SpatialEDM
 
@@ -591,10 +592,21 @@ def saved_models(models: Path, tasks, seeds):
             if not (folder / "model.json").exists():
                 print(f"[{name} seed={seed}] no saved model in {folder}; skipped", flush=True)
                 continue
-            _, query, info = load_task(name, seed=seed)
+            ref, query, info = load_task(name, seed=seed)
             truth = np.asarray(query.obsm[info["spatial_key"]], dtype=float)
             del query.obsm[info["spatial_key"]]
-            yield name, seed, SpatialEDM.load(folder), query, truth, info
+            if with_reference:
+                SpatialEDM.setup_anndata(
+                    ref, layer=info["layer"], spatial_key=info["spatial_key"], batch_key=info["batch_key"]
+                )
+            yield (
+                name,
+                seed,
+                SpatialEDM.load(folder, adata=ref if with_reference else None),
+                query,
+                truth,
+                info,
+            )
 
 
 def study_parser(description: str, default_out: Path) -> argparse.ArgumentParser:

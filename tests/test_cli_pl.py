@@ -77,6 +77,13 @@ def test_fit_then_predict(tmp_path, capsys):
     assert _cli.main(["predict", str(model_dir), str(query_path), "-o", str(out_path)]) == 0
     result = ad.read_h5ad(out_path)
     assert result.obsm["X_spatialedm"].shape == (40, 2)
+    # the refiner correcting the reference's kNN placement needs the reference
+    prior = ["predict", str(model_dir), str(query_path), "-o", str(tmp_path / "prior.h5ad"), "--prior", "knn"]
+    assert "--prior knn needs --reference" in _error_of(prior, capsys)
+    assert _cli.main([*prior, "--reference", str(ref_path), "--prior-weight", "1"]) == 0
+    placed = ad.read_h5ad(tmp_path / "prior.h5ad").obsm["X_spatialedm"]
+    knn = sem.baselines.knn_regression(adata, query)
+    assert placed.shape == (40, 2) and sem.metrics.cellwise_spearman(placed, knn) > 0.5
     # a second fit into the same folder refuses without --overwrite: exit 2, one line, no traceback
     capsys.readouterr()
     assert _cli.main(fit) == 2

@@ -28,6 +28,7 @@ _PREDICT_EPILOG = """\
 examples:
   spatialedm predict model/ query.h5ad -o query_placed.h5ad
   spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
+  spatialedm predict model/ query.h5ad -o out.h5ad --prior knn --reference reference.h5ad
 
 Genes are matched to the model by name; extra genes are ignored. The output is the query with
 obsm[KEY] and obs["spatialedm_uncertainty"] added (how differently each cell and its expression
@@ -119,6 +120,18 @@ def _parser() -> argparse.ArgumentParser:
         "--n-samples", type=int, default=1, help="Samples; >1 measures the uncertainty by them."
     )
     pred.add_argument("--set-size", type=int, default=None, help="Cells per set (default: the model's).")
+    pred.add_argument(
+        "--prior",
+        choices=("knn",),
+        default=None,
+        help="Let the refiner correct the reference's kNN-regression placement (needs --reference).",
+    )
+    pred.add_argument(
+        "--prior-weight", type=float, default=0.5, help="Weight of the prior against the generator (0.5)."
+    )
+    pred.add_argument(
+        "--reference", default=None, help="The reference .h5ad the model was trained on (for --prior knn)."
+    )
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 
     demo = sub.add_parser(
@@ -220,9 +233,12 @@ def _predict(args) -> None:
         raise CLIError(f"model folder not found: {args.model}")
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be at least 1, got {args.n_samples}.")
+    if args.prior and args.reference is None:
+        raise CLIError(f"--prior {args.prior} needs --reference, the .h5ad the model was trained on.")
     _check_output_file(args.output)
     query = _read(args.query)
-    model = SpatialEDM.load(args.model)
+    reference = None if args.reference is None else _read(args.reference)
+    model = SpatialEDM.load(args.model, adata=reference)
     logger.info("Loaded the model from %s (%d genes)", args.model, len(model.preprocessor_["genes"]))
     logger.info(
         "Placing %d query cells (%s, %d sample(s))...",
@@ -240,6 +256,8 @@ def _predict(args) -> None:
         key_added=args.key_added,
         set_size=args.set_size,
         seed=args.seed,
+        prior=args.prior,
+        prior_weight=args.prior_weight,
     )
     logger.info("Placed the cells in %.1f s", time.time() - start)
     query.write_h5ad(args.output)

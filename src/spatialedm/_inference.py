@@ -77,36 +77,39 @@ class LayoutPredictor:
         self.device = device
         self.set_size = int(set_size)
 
-    def _predict_sets(self, source: RowSource, subsets, gen, stochastic, sample_kwargs) -> list[np.ndarray]:
+    def _predict_sets(
+        self, source: RowSource, subsets, gen, stochastic, sample_kwargs, prior=None
+    ) -> list[np.ndarray]:
         out = []
         for start in range(0, len(subsets), SETS_PER_PASS):
             chunk = subsets[start : start + SETS_PER_PASS]
             n_max = max(len(s) for s in chunk)
             x = np.zeros((len(chunk), n_max, source.n_genes), dtype=np.float32)
             mask = np.zeros((len(chunk), n_max), dtype=bool)
+            p = None if prior is None else np.zeros((len(chunk), n_max, prior.shape[1]), dtype=np.float32)
             for b, s in enumerate(chunk):
                 x[b, : len(s)] = source.rows(s)
                 mask[b, : len(s)] = True
+                if p is not None:  # centred in float64 first: coordinates may be large (micrometres)
+                    p[b, : len(s)] = prior[s] - prior[s].mean(0)
             v = self.module.sample(
                 torch.from_numpy(x).to(self.device),
                 torch.from_numpy(mask).to(self.device),
                 generator=gen,
                 stochastic=stochastic,
+                prior=None if p is None else torch.from_numpy(p).to(self.device),
                 **sample_kwargs,
             )
             v = v.float().cpu().numpy()
             out.extend(v[b, : len(s)].astype(np.float64) for b, s in enumerate(chunk))
         return out
 
-    def _one_layout(self, source: RowSource, gen, stochastic, sample_kwargs) -> np.ndarray:
-        return self._draw(source, gen, stochastic, sample_kwargs)[0]
-
-    def _draw(self, source: RowSource, gen, stochastic, sample_kwargs) -> tuple[np.ndarray, list]:
+    def _draw(self, source: RowSource, gen, stochastic, sample_kwargs, prior=None) -> tuple[np.ndarray, list]:
         """One layout of every cell, and its pieces: ``(cells, positions)`` of each set as predicted."""
         n = source.n_obs
         if n <= self.set_size:
             cells = np.arange(n)
-            pred = self._predict_sets(source, [cells], gen, stochastic, sample_kwargs)[0]
+            pred = self._predict_sets(source, [cells], gen, stochastic, sample_kwargs, prior)[0]
             return pred, [(cells, pred)]
         perm = torch.randperm(n, generator=gen).numpy()
         n_anchor = min(N_ANCHORS, self.set_size // 2)
@@ -115,7 +118,7 @@ class LayoutPredictor:
         # Spread the cells evenly over the subsets so the last one is not tiny.
         parts = np.array_split(rest, n_sub)
         subsets = [np.concatenate([anchors, p]) for p in parts]
-        preds = self._predict_sets(source, subsets, gen, stochastic, sample_kwargs)
+        preds = self._predict_sets(source, subsets, gen, stochastic, sample_kwargs, prior)
         frame = generalised_procrustes([p[:n_anchor] for p in preds])
         layout = np.zeros((n, preds[0].shape[1]))
         layout[anchors] = frame
@@ -137,6 +140,8 @@ class LayoutPredictor:
         stochastic: bool = False,
         relax: bool = True,
         uncertainty: str | None = "ranks",
+        prior: np.ndarray | None = None,
+        prior_weight: float = 0.5,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and each cell's uncertainty.
 
@@ -166,6 +171,9 @@ class LayoutPredictor:
             (:func:`~spatialedm._uncertainty.neighbor_spread`); ``"samples"``: each cell's RMS distance
             of the ``n_samples`` stochastic refinements from the layout (measured before relaxation);
             ``None``: none.
+        prior, prior_weight
+            ``(n_obs, d)`` positions of the cells from another placement, mixed into each set's generator
+            layout with this weight before the refiner (see :meth:`~spatialedm._module.SpatialEDMModule.sample`).
 
         Returns
         -------
@@ -190,7 +198,9 @@ class LayoutPredictor:
         )
         self.module.eval()
         kw = {"refine": refine, "sigma_start": sigma_start, "n_steps": n_steps}
-        first, pieces = self._draw(source, gen, stochastic, kw)
+        if prior is not None:
+            kw["prior_weight"] = float(prior_weight)
+        first, pieces = self._draw(source, gen, stochastic, kw, prior)
         layout = unit_rms(first)
         if n_samples == 1:
             layout = self._relaxed(layout, relax, gen)
@@ -199,7 +209,7 @@ class LayoutPredictor:
         # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
         draws = []
         for _ in range(n_samples):
-            draw, more = self._draw(source, gen, True, kw)
+            draw, more = self._draw(source, gen, True, kw, prior)
             draws.append(align_numpy(draw, layout))
             pieces.extend(more)
         if consensus:

@@ -21,6 +21,7 @@ from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor, embed_rows, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
+from ._prior import check_prior_weight, resolve_prior
 from ._spacing import tissue_spacing
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
 from ._trainrunner import SpatialEDMTrainRunner
@@ -278,6 +279,8 @@ class SpatialEDM(BaseModelClass):
         stochastic: bool = False,
         relax: bool = True,
         uncertainty: str | None = "ranks",
+        prior: str | np.ndarray | None = None,
+        prior_weight: float = 0.5,
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -315,6 +318,16 @@ class SpatialEDM(BaseModelClass):
             nearest cells in expression (in units of the layout's per-axis RMS); ``"samples"``, each cell's
             RMS distance from the layout over the ``n_samples`` stochastic refinements (needs
             ``n_samples > 1``); ``None`` writes none.
+        prior
+            Another placement of the same cells for the refiner to correct: ``"knn"``, the reference's
+            k-nearest-neighbour regression (:func:`~spatialedm.baselines.knn_regression`, its neighbours and
+            principal components chosen on held-out parts of the reference; needs the reference, so a
+            loaded model must be loaded with ``adata=reference``), or an ``(n_cells, d)`` array of positions
+            from any method (optimal transport, Tangram; any frame and scale). Each set's prior is moved
+            onto the generator's layout and mixed into it, and the refiner corrects the mix. ``None``: the
+            generator's layout alone.
+        prior_weight
+            Weight of the prior in that mix, in [0, 1] (1: the refiner corrects the prior alone).
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -338,6 +351,8 @@ class SpatialEDM(BaseModelClass):
         if copy and key_added is None:
             raise ValueError("copy=True needs a key_added to write the layout to.")
         view = self.expression_view(adata)
+        prior_weight = check_prior_weight(prior_weight)
+        prior = resolve_prior(self, adata, prior, view.n_obs, seed)
         set_size = int(set_size or self.set_config_["max_set_size"])
         predictor = LayoutPredictor(self.module, self.device, set_size)
         layout, spread = predictor.predict(
@@ -351,6 +366,8 @@ class SpatialEDM(BaseModelClass):
             stochastic=stochastic,
             relax=relax,
             uncertainty=uncertainty,
+            prior=prior,
+            prior_weight=prior_weight,
         )
         target = self.adata if adata is None else adata
         return layout if key_added is None else write_layout(target, layout, spread, key_added, copy)

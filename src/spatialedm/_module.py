@@ -287,6 +287,8 @@ class SpatialEDMModule(BaseModuleClass):
         n_steps: int | None = None,
         generator: torch.Generator | None = None,
         stochastic: bool = False,
+        prior: torch.Tensor | None = None,
+        prior_weight: float = 0.5,
     ) -> torch.Tensor:
         """Layout of sets of cells: generator, then optionally the Heun-sampled refiner.
 
@@ -308,6 +310,12 @@ class SpatialEDMModule(BaseModuleClass):
             Start the refiner from Gaussian noise at ``sigma_start`` around the generator's layout (a
             sample of the layout's posterior). Otherwise start from the noise-free generator layout,
             the mode of the noised distribution, which gives the deterministic, best-scoring layout.
+        prior
+            ``(B, N, d)`` positions of the same cells from another placement (any frame and scale). Each
+            set's prior is scaled to the generator layout's RMS, moved onto it (translation and O(d)) and
+            mixed into it; the refiner then corrects the mixed layout instead of the generator's.
+        prior_weight
+            Weight of the prior in the mix (0: the generator's layout, 1: the prior's).
 
         Returns
         -------
@@ -319,6 +327,11 @@ class SpatialEDMModule(BaseModuleClass):
         h, v_gen = out["h"], out["v_gen"]
         _check_finite(h, "expression encoder and set context")
         _check_finite(v_gen, "generator")
+        if prior is not None:
+            # matched in RMS rather than by least squares, which would shrink a prior that disagrees
+            p = center(prior.to(v_gen.dtype), mask)
+            p = p * (rms(center(v_gen, mask), mask) / rms(p, mask).clamp_min(1e-12))[:, None, None]
+            v_gen = center((1.0 - prior_weight) * v_gen + prior_weight * align(p, v_gen, mask), mask)
         sd = float(self.sigma_data)
         if not refine or sd <= 0:
             return v_gen

@@ -1,0 +1,113 @@
+"""Prior study: the refiner correcting the reference's kNN placement, against the default and kNN alone.
+
+Loads the models that ``run_core --models DIR`` trained (with their task's reference registered, as after
+training), places each task's query with the default settings, with ``prior="knn"`` at two
+``prior_weight`` values, and by :func:`spatialedm.baselines.knn_regression` alone (the prior itself), and
+scores every layout with :func:`spatialedm.metrics.evaluate`. Inference only: nothing is retrained.
+
+Example::
+
+    python -m benchmarks.prior_study --models /path/to/models --tasks osmfish_halves her2st_section --seeds 0
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
+from spatialedm import baselines, metrics
+
+#: (label, get_latent_coordinates options); ``None``: tuned kNN regression alone
+CHAINS = [
+    ("default", {}),
+    ("prior knn, weight 0.5 (option)", {"prior": "knn"}),
+    ("prior knn, weight 1", {"prior": "knn", "prior_weight": 1.0}),
+    ("kNN regression alone", None),
+]
+COLUMNS = ["cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "nn_distance_ratio", "coverage_recall"]
+
+
+def _place(model, query, info, seed, kwargs):
+    if kwargs is not None:
+        return model.get_latent_coordinates(query, seed=seed, key_added=None, uncertainty=None, **kwargs)
+    return baselines.knn_regression(
+        model.adata,
+        query,
+        spatial_key=info["spatial_key"],
+        layer=info["layer"],
+        batch_key=info["batch_key"],
+        seed=seed,
+    )
+
+
+def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
+    rows = []
+    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds, with_reference=True):
+        labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
+        for label, kwargs in CHAINS:
+            t0 = time.perf_counter()
+            pred = np.asarray(_place(model, query, info, seed, kwargs), dtype=float)
+            seconds = time.perf_counter() - t0
+            scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
+            rows.append(
+                {
+                    "task": name,
+                    "seed": seed,
+                    "chain": label,
+                    "options": json.dumps(kwargs),
+                    **scores,
+                    "seconds": seconds,
+                }
+            )
+            print(
+                f"[{name} seed={seed}] {label:32s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
+                flush=True,
+            )
+    df = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return df
+
+
+def table(df: pd.DataFrame) -> str:
+    """Mean ± sd over seeds per task and chain, and the paired difference of each chain from the default."""
+    lines = [
+        "| task | chain | n seeds | " + " | ".join(COLUMNS) + " | cellwise − default |",
+        "|---|---|---|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for task, g in df.groupby("task", sort=False):
+        base = g[g["chain"] == CHAINS[0][0]].set_index("seed")["cellwise_spearman"]
+        for chain, c in g.groupby("chain", sort=False):
+            cells = [f"{c[k].mean():.3f} ± {c[k].std(ddof=0):.3f}" for k in COLUMNS]
+            diff = c.set_index("seed")["cellwise_spearman"] - base
+            cells.append(f"{diff.mean():+.3f} ± {diff.std(ddof=0):.3f}")
+            lines.append(f"| {task} | {chain} | {len(c)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = study_parser(__doc__, RESULTS / "study" / "prior.csv").parse_args(argv)
+    df = run(args.models, args.tasks, args.seeds, args.out)
+    if df.empty:
+        return
+    write_study_block(
+        args.results_md,
+        "prior",
+        '## Refining the reference\'s kNN placement (`prior="knn"`)',
+        "benchmarks.prior_study",
+        argv or sys.argv[1:],
+        args.models,
+        f"benchmarks/results/study/{args.out.name}",
+        table(df),
+    )
+    print(table(df))
+
+
+if __name__ == "__main__":
+    main()
