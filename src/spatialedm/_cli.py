@@ -313,6 +313,9 @@ def _demo(args) -> None:
     layouts = {
         "spatialedm (generator)": query.obsm["X_spatialedm_generator"],
         "spatialedm (generator + refiner)": query.obsm["X_spatialedm"],
+        'spatialedm (prior="knn")': model.get_latent_coordinates(
+            query, seed=args.seed, key_added=None, uncertainty=None, prior="knn"
+        ),
         "kNN regression (tuned)": baselines.knn_regression(reference, query),
         "1-NN": baselines.nearest_neighbor(reference, query),
         "optimal transport": baselines.optimal_transport(reference, query, seed=args.seed),
