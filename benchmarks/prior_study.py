@@ -12,16 +12,12 @@ Example::
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
-from spatialedm import baselines, metrics
+from benchmarks.run_core import RESULTS, run_chains, study_main
+from spatialedm import baselines
 
 #: (label, get_latent_coordinates options); ``None``: tuned kNN regression alone
 CHAINS = [
@@ -47,32 +43,7 @@ def _place(model, query, info, seed, kwargs):
 
 
 def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
-    rows = []
-    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds, with_reference=True):
-        labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
-        for label, kwargs in CHAINS:
-            t0 = time.perf_counter()
-            pred = np.asarray(_place(model, query, info, seed, kwargs), dtype=float)
-            seconds = time.perf_counter() - t0
-            scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
-            rows.append(
-                {
-                    "task": name,
-                    "seed": seed,
-                    "chain": label,
-                    "options": json.dumps(kwargs),
-                    **scores,
-                    "seconds": seconds,
-                }
-            )
-            print(
-                f"[{name} seed={seed}] {label:32s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
-                flush=True,
-            )
-    df = pd.DataFrame(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    return df
+    return run_chains(models, tasks, seeds, out, CHAINS, _place, COLUMNS, with_reference=True)
 
 
 def table(df: pd.DataFrame) -> str:
@@ -92,21 +63,16 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    args = study_parser(__doc__, RESULTS / "study" / "prior.csv").parse_args(argv)
-    df = run(args.models, args.tasks, args.seeds, args.out)
-    if df.empty:
-        return
-    write_study_block(
-        args.results_md,
+    study_main(
+        argv,
+        __doc__,
+        RESULTS / "study" / "prior.csv",
+        run,
+        table,
         "prior",
         '## Refining the reference\'s kNN placement (`prior="knn"`)',
         "benchmarks.prior_study",
-        argv or sys.argv[1:],
-        args.models,
-        f"benchmarks/results/study/{args.out.name}",
-        table(df),
     )
-    print(table(df))
 
 
 if __name__ == "__main__":

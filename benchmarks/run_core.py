@@ -622,6 +622,57 @@ def study_parser(description: str, default_out: Path) -> argparse.ArgumentParser
     return p
 
 
+def run_chains(
+    models: Path, tasks, seeds, out: Path, chains, place, columns, with_reference: bool = False
+) -> pd.DataFrame:
+    """Place each saved model's query once per chain, score it with ``metrics.evaluate``, write the rows.
+
+    ``chains`` holds ``(label, options)`` pairs; ``place(model, query, info, seed, options)`` returns the
+    layout (its time is the row's ``seconds``). Prints one line per row with ``columns``.
+    """
+    rows = []
+    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds, with_reference):
+        labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
+        for label, options in chains:
+            t0 = time.perf_counter()
+            pred = np.asarray(place(model, query, info, seed, options), dtype=float)
+            seconds = time.perf_counter() - t0
+            scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
+            rows.append(
+                {
+                    "task": name,
+                    "seed": seed,
+                    "chain": label,
+                    "options": json.dumps(options),
+                    **scores,
+                    "seconds": seconds,
+                }
+            )
+            print(
+                f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in columns),
+                flush=True,
+            )
+    df = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return df
+
+
+def study_main(argv, description: str, default_out: Path, run, table, marker: str, heading: str, module: str):
+    """Command line of an inference-only study: ``run(models, tasks, seeds, out)``, then its ``table``
+    written into RESULTS.md between the study's markers (with the command) and printed."""
+    args = study_parser(description, default_out).parse_args(argv)
+    df = run(args.models, args.tasks, args.seeds, args.out)
+    if df.empty:
+        return
+    out = args.out.resolve()
+    raw_rows = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(args.out)
+    write_study_block(
+        args.results_md, marker, heading, module, argv or sys.argv[1:], args.models, raw_rows, table(df)
+    )
+    print(table(df))
+
+
 def write_study_block(
     md_path: Path, marker: str, heading: str, module: str, argv, models: Path, raw_rows: str, table: str
 ) -> None:

@@ -11,15 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import json
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
-from spatialedm import metrics
+from benchmarks.run_core import RESULTS, run_chains, study_main
 
 #: (label, get_latent_coordinates options)
 CHAINS = [
@@ -38,32 +34,12 @@ CHAINS = [
 COLUMNS = ["cellwise_spearman", "patch_jaccard", "sliced_wasserstein", "nn_distance_ratio", "coverage_recall"]
 
 
+def _place(model, query, info, seed, options):
+    return model.get_latent_coordinates(query, seed=seed, key_added=None, **options)
+
+
 def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
-    rows = []
-    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds):
-        labels = query.obs[info["labels_key"]].to_numpy() if info.get("labels_key") else None
-        for label, kwargs in CHAINS:
-            t0 = time.perf_counter()
-            pred = model.get_latent_coordinates(query, seed=seed, key_added=None, **kwargs)
-            scores = metrics.evaluate(pred, truth, seed=seed, labels=labels)
-            rows.append(
-                {
-                    "task": name,
-                    "seed": seed,
-                    "chain": label,
-                    "options": json.dumps(kwargs),
-                    **scores,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-            print(
-                f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in COLUMNS),
-                flush=True,
-            )
-    df = pd.DataFrame(rows)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    return df
+    return run_chains(models, tasks, seeds, out, CHAINS, _place, COLUMNS)
 
 
 def table(df: pd.DataFrame) -> str:
@@ -78,22 +54,9 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    args = study_parser(__doc__, RESULTS / "sampling.csv").parse_args(argv)
-    df = run(args.models, args.tasks, args.seeds, args.out)
-    if df.empty:
-        return
-    # the models folder is the user's own; the command names it as run_core's docs do
-    write_study_block(
-        args.results_md,
-        "sampling",
-        "## Sampling",
-        "benchmarks.sampling",
-        argv or sys.argv[1:],
-        args.models,
-        f"benchmarks/results/{args.out.name}",
-        table(df),
+    study_main(
+        argv, __doc__, RESULTS / "sampling.csv", run, table, "sampling", "## Sampling", "benchmarks.sampling"
     )
-    print(table(df))
 
 
 if __name__ == "__main__":

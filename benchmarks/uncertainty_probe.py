@@ -21,14 +21,13 @@ Example::
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from benchmarks.run_core import RESULTS, saved_models, study_parser, write_study_block
+from benchmarks.run_core import RESULTS, saved_models, study_main
 from spatialedm import metrics
 
 KINDS = ("ranks", "neighbors")
@@ -93,21 +92,16 @@ def table(df: pd.DataFrame) -> str:
 
 
 def main(argv=None):
-    args = study_parser(__doc__, RESULTS / "study" / "uncertainty_probe.csv").parse_args(argv)
-    df = run(args.models, args.tasks, args.seeds, args.out)
-    if df.empty:
-        return
-    write_study_block(
-        args.results_md,
+    study_main(
+        argv,
+        __doc__,
+        RESULTS / "study" / "uncertainty_probe.csv",
+        run,
+        table,
         "uncertainty-probe",
         "## Uncertainty: distance-rank disagreement",
         "benchmarks.uncertainty_probe",
-        argv or sys.argv[1:],
-        args.models,
-        f"benchmarks/results/study/{args.out.name}",
-        table(df),
     )
-    print(table(df))
 
 
 if __name__ == "__main__":
