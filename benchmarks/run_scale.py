@@ -10,7 +10,9 @@ spatialedm inference  a model trained for 3 epochs on 5,000 synthetic cells (qua
                       ``--infer-bare``: the same with ``relax=False, uncertainty=None`` (method
                       "spatialedm, network only"), so that the two steps' cost is the difference;
                       ``--infer-neighbors``: the same with ``uncertainty="neighbors"`` (method
-                      "spatialedm, neighbours' spread"), the cheaper uncertainty
+                      "spatialedm, neighbours' spread"), the cheaper uncertainty;
+                      ``--infer-prior``: the same with ``prior="knn"`` (method "spatialedm, kNN prior":
+                      the model loaded with its reference, whose tuned kNN regression is the prior)
 spatialedm training   seconds per epoch (256 sets) with 10k and 100k reference cells
 Tangram               ``tg.map_cells_to_space(mode="cells", device="cpu")`` of the query onto a
                       5,000-spot reference, where it fits in memory (runs in the peers' environment,
@@ -26,6 +28,7 @@ Results are appended to ``benchmarks/results/scale.csv``; ``--summary`` writes t
 Examples
 --------
 python -m benchmarks.run_scale --infer 1000 10000 100000 1000000 --infer-bare 100000 1000000 --infer-neighbors 100000 1000000 --train 10000 100000
+python -m benchmarks.run_scale --infer 100000 1000000 --infer-prior 100000 1000000
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 1000 10000 --tangram-timeout 1800
 .venv-bench/bin/python -m benchmarks.run_scale --tangram 10000 100000 --tangram-epochs 20
 python -m benchmarks.run_scale --summary
@@ -86,14 +89,21 @@ def machine() -> str:
 
 
 # ---------------------------------------------------------------- child processes
+def _reference():
+    import spatialedm as se
+
+    ref = se.datasets.synthetic_tissue(n_cells=5000, n_genes=N_GENES, seed=0)
+    se.SpatialEDM.setup_anndata(ref)
+    return ref
+
+
 def child_fit(model_dir: str) -> dict:
     import scvi
 
     import spatialedm as se
 
     scvi.settings.seed = 0
-    ref = se.datasets.synthetic_tissue(n_cells=5000, n_genes=N_GENES, seed=0)
-    se.SpatialEDM.setup_anndata(ref)
+    ref = _reference()
     model = se.SpatialEDM(ref)
     model.train(max_epochs=3, accelerator="cpu", enable_progress_bar=False)
     model.save(model_dir, overwrite=True)
@@ -101,10 +111,10 @@ def child_fit(model_dir: str) -> dict:
 
 
 def child_infer(model_dir: str, n: int, variant: str = "") -> dict:
-    """Place ``n`` synthetic cells with the defaults, or as ``variant`` says ("bare" or "neighbors")."""
+    """Place ``n`` synthetic cells with the defaults, or as ``variant`` says ("bare", "neighbors", "prior")."""
     import spatialedm as se
 
-    model = se.SpatialEDM.load(model_dir)
+    model = se.SpatialEDM.load(model_dir, adata=_reference() if variant == "prior" else None)
     query = se.datasets.synthetic_tissue(n_cells=n, n_genes=N_GENES, seed=1)
     del query.obsm["spatial"]
     base = rss_mb()
@@ -112,6 +122,7 @@ def child_infer(model_dir: str, n: int, variant: str = "") -> dict:
     kwargs = {
         "bare": {"relax": False, "uncertainty": None},
         "neighbors": {"uncertainty": "neighbors"},
+        "prior": {"prior": "knn"},
         "": {},
     }[variant]
     coords = model.get_latent_coordinates(query, seed=0, key_added=None, **kwargs)
@@ -295,6 +306,7 @@ def main(argv=None) -> None:
     p.add_argument("--infer", nargs="*", type=int, default=[])
     p.add_argument("--infer-bare", nargs="*", type=int, default=[])
     p.add_argument("--infer-neighbors", nargs="*", type=int, default=[])
+    p.add_argument("--infer-prior", nargs="*", type=int, default=[])
     p.add_argument("--train", nargs="*", type=int, default=[])
     p.add_argument("--train-epochs", type=int, default=3)
     p.add_argument("--tangram", nargs="*", type=int, default=[])
@@ -311,7 +323,7 @@ def main(argv=None) -> None:
         conv = [int(x) if x.isdigit() else x for x in rest]
         Path(args.child_out).write_text(json.dumps(fn(*conv)))
         return
-    if args.infer or args.infer_bare or args.infer_neighbors:
+    if args.infer or args.infer_bare or args.infer_neighbors or args.infer_prior:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = str(Path(tmp) / "model")
             res = run_child(["fit", model_dir], args.timeout)
@@ -325,6 +337,9 @@ def main(argv=None) -> None:
             for n in args.infer_neighbors:
                 res = run_child(["infer", model_dir, str(n), "neighbors"], args.timeout)
                 record("spatialedm, neighbours' spread", "inference", n, res)
+            for n in args.infer_prior:
+                res = run_child(["infer", model_dir, str(n), "prior"], args.timeout)
+                record("spatialedm, kNN prior", "inference", n, res)
     for n in args.train:
         record(
             "spatialedm", "training", n, run_child(["train", str(n), str(args.train_epochs)], args.timeout)
