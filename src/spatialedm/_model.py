@@ -344,6 +344,11 @@ class SpatialEDM(BaseModelClass):
         >>> coords.shape == (query.n_obs, 2) and "X_spatialedm" in query.obsm
         True
 
+        The refiner correcting the reference's kNN-regression placement instead (the model has its reference):
+
+        >>> model.get_latent_coordinates(query, seed=0, prior="knn", key_added=None).shape
+        (120, 2)
+
         Then ``squidpy.pl.spatial_scatter(query, spatial_key="X_spatialedm", shape=None, color=...)`` draws
         the layout.
         """
