@@ -88,3 +88,18 @@ def test_bad_priors_are_refused_before_anything_is_written(trained, query, tmp_p
     with pytest.raises(ValueError, match=r"SpatialEDM.load\(path, adata=reference\)"):
         loaded.get_latent_coordinates(q, seed=0, prior="knn")
     assert "X_spatialedm" not in q.obsm
+
+
+def test_other_options_are_checked_before_the_knn_prior_is_computed(trained, query, monkeypatch):
+    from spatialedm import _prior
+
+    q, _ = query
+
+    def not_called(*args, **kwargs):
+        raise AssertionError("the kNN prior was computed before the options were checked")
+
+    monkeypatch.setattr(_prior, "knn_regression", not_called)
+    with pytest.raises(ValueError, match="uncertainty must be"):
+        trained.get_latent_coordinates(q, seed=0, prior="knn", uncertainty="spread")
+    with pytest.raises(ValueError, match="prior_weight must be in"):
+        trained.get_latent_coordinates(q, seed=0, prior="knn", prior_weight=-0.1)

@@ -57,6 +57,21 @@ class ArrayRows:
         return self.X[np.asarray(idx)]
 
 
+def check_options(n_samples: int, uncertainty: str | None, consensus: bool) -> None:
+    """Refuse a combination of placement options that :meth:`LayoutPredictor.predict` cannot honour."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
+    if uncertainty not in ("ranks", "neighbors", "samples", None):
+        raise ValueError(f"uncertainty must be 'ranks', 'neighbors', 'samples' or None, got {uncertainty!r}.")
+    if uncertainty == "samples" and n_samples < 2:
+        raise ValueError(f"uncertainty='samples' needs n_samples of at least 2, got {n_samples}.")
+    if n_samples > 1 and uncertainty != "samples" and not consensus:
+        raise ValueError(
+            f"n_samples={n_samples} draws samples for uncertainty='samples' or consensus=True; "
+            "set one of them, or leave n_samples at 1."
+        )
+
+
 class LayoutPredictor:
     """Places cells with a trained module, set by set, and assembles one layout.
 
@@ -180,19 +195,7 @@ class LayoutPredictor:
         ``(layout, spread)``: the layout, centred with unit per-axis RMS, and the per-cell uncertainty
         (``None`` with ``uncertainty=None``).
         """
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}.")
-        if uncertainty not in ("ranks", "neighbors", "samples", None):
-            raise ValueError(
-                f"uncertainty must be 'ranks', 'neighbors', 'samples' or None, got {uncertainty!r}."
-            )
-        if uncertainty == "samples" and n_samples < 2:
-            raise ValueError(f"uncertainty='samples' needs n_samples of at least 2, got {n_samples}.")
-        if n_samples > 1 and uncertainty != "samples" and not consensus:
-            raise ValueError(
-                f"n_samples={n_samples} draws samples for uncertainty='samples' or consensus=True; "
-                "set one of them, or leave n_samples at 1."
-            )
+        check_options(n_samples, uncertainty, consensus)
         gen = torch.Generator().manual_seed(
             int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, (1,)))
         )

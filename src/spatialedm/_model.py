@@ -18,7 +18,7 @@ from ._config import ModelConfig, SetConfig
 from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
 from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
-from ._inference import LayoutPredictor, embed_rows, write_layout
+from ._inference import LayoutPredictor, check_options, embed_rows, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._prior import check_prior_weight, resolve_prior
@@ -356,6 +356,8 @@ class SpatialEDM(BaseModelClass):
         if copy and key_added is None:
             raise ValueError("copy=True needs a key_added to write the layout to.")
         view = self.expression_view(adata)
+        # every option is checked before the prior, whose kNN selection can take a while
+        check_options(n_samples, uncertainty, consensus)
         prior_weight = check_prior_weight(prior_weight)
         prior = resolve_prior(self, adata, prior, view.n_obs, seed)
         set_size = int(set_size or self.set_config_["max_set_size"])
