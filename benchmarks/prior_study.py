@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.run_core import RESULTS, run_chains, study_main
+from benchmarks.run_core import RESULTS, chain_table, run_chains, study_main
 from spatialedm import baselines
 
 #: (label, get_latent_coordinates options); ``None``: tuned kNN regression alone
@@ -47,19 +47,7 @@ def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataF
 
 
 def table(df: pd.DataFrame) -> str:
-    """Mean ± sd over seeds per task and chain, and the paired difference of each chain from the default."""
-    lines = [
-        "| task | chain | n seeds | " + " | ".join(COLUMNS) + " | cellwise − default |",
-        "|---|---|---|" + "---|" * (len(COLUMNS) + 1),
-    ]
-    for task, g in df.groupby("task", sort=False):
-        base = g[g["chain"] == CHAINS[0][0]].set_index("seed")["cellwise_spearman"]
-        for chain, c in g.groupby("chain", sort=False):
-            cells = [f"{c[k].mean():.3f} ± {c[k].std(ddof=0):.3f}" for k in COLUMNS]
-            diff = c.set_index("seed")["cellwise_spearman"] - base
-            cells.append(f"{diff.mean():+.3f} ± {diff.std(ddof=0):.3f}")
-            lines.append(f"| {task} | {chain} | {len(c)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return chain_table(df, COLUMNS)
 
 
 def main(argv=None):

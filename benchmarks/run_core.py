@@ -649,13 +649,33 @@ def run_chains(
                 }
             )
             print(
-                f"[{name} seed={seed}] {label:36s} " + "  ".join(f"{c} {scores[c]:.3f}" for c in columns),
+                f"[{name} seed={seed}] {label:36s} "
+                + "  ".join(f"{c} {scores.get(c, float('nan')):.3f}" for c in columns),
                 flush=True,
             )
     df = pd.DataFrame(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     return df
+
+
+def chain_table(df: pd.DataFrame, columns) -> str:
+    """Mean ± sd over seeds per task and chain, and each chain's paired cell-wise difference from the
+    task's first chain (the default)."""
+    lines = [
+        "| task | chain | n seeds | " + " | ".join(columns) + " | cellwise − default |",
+        "|---|---|---|" + "---|" * (len(columns) + 1),
+    ]
+    for task, g in df.groupby("task", sort=False):
+        base = g[g["chain"] == g["chain"].iloc[0]].set_index("seed")["cellwise_spearman"]
+        for chain, c in g.groupby("chain", sort=False):
+            cells = [
+                f"{c[k].mean():.3f} ± {c[k].std(ddof=0):.3f}" if c[k].notna().any() else "" for k in columns
+            ]
+            diff = c.set_index("seed")["cellwise_spearman"] - base
+            cells.append(f"{diff.mean():+.3f} ± {diff.std(ddof=0):.3f}")
+            lines.append(f"| {task} | {chain} | {len(c)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def study_main(argv, description: str, default_out: Path, run, table, marker: str, heading: str, module: str):

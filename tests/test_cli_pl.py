@@ -12,6 +12,7 @@ import pytest
 
 import spatialedm as sem
 from spatialedm import _cli
+from spatialedm._proportions import tissue_proportions
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +85,13 @@ def test_fit_then_predict(tmp_path, capsys):
     placed = ad.read_h5ad(tmp_path / "prior.h5ad").obsm["X_spatialedm"]
     knn = sem.baselines.knn_regression(adata, query)
     assert placed.shape == (40, 2) and sem.metrics.cellwise_spearman(placed, knn) > 0.5
+    # the layout moved to the reference tissue's proportions; a weight outside [0, 1] is one line, exit 2
+    shaped = ["predict", str(model_dir), str(query_path), "-o", str(tmp_path / "shaped.h5ad")]
+    assert "shape_weight must be in [0, 1]" in _error_of([*shaped, "--shape-weight", "3"], capsys)
+    assert _cli.main([*shaped, "--shape-weight", "1", "--no-relax"]) == 0
+    xy = ad.read_h5ad(tmp_path / "shaped.h5ad").obsm["X_spatialedm"]
+    shares = np.linalg.eigvalsh(np.cov(xy.T))[::-1]
+    np.testing.assert_allclose(shares / shares.sum(), tissue_proportions(adata.obsm["spatial"]), atol=1e-4)
     # a second fit into the same folder refuses without --overwrite: exit 2, one line, no traceback
     capsys.readouterr()
     assert _cli.main(fit) == 2

@@ -201,26 +201,32 @@ def test_model_saved_before_n_pcs_existed_reads_genes(tiny, tiny_sets, tmp_path)
     path = tmp_path / "m" / "model.json"
     meta = json.loads(path.read_text())
     meta["attributes"]["model_config_"].pop("n_pcs")
+    meta["attributes"]["model_config_"].pop("stretch_generator")
     path.write_text(json.dumps(meta))
     loaded = sem.SpatialEDM.load(tmp_path / "m")
     assert loaded.module.encoder.net[0].in_features == 60
+    assert loaded.module.config.stretch_generator is False
     np.testing.assert_array_equal(
         loaded.get_latent_coordinates(adata, seed=0, key_added=None),
         model.get_latent_coordinates(adata, seed=0, key_added=None),
     )
 
 
-def test_model_saved_before_spacing_existed(trained, tissue, tmp_path):
-    # a weights file without the spacing buffer (as written before it existed), checksum updated
-    trained.save(tmp_path / "m")
-    weights = tmp_path / "m" / _persistence.WEIGHTS_FILE
+def _save_without(model, path, buffer: str) -> None:
+    """Save ``model`` with a weights file lacking ``buffer`` (as written before it existed), checksum updated."""
+    model.save(path)
+    weights = path / _persistence.WEIGHTS_FILE
     state = torch.load(weights, weights_only=True)
-    state.pop("spacing")
+    state.pop(buffer)
     torch.save(state, weights)
-    meta_path = tmp_path / "m" / "model.json"
+    meta_path = path / "model.json"
     meta = json.loads(meta_path.read_text())
     meta["weights_sha256"] = _persistence._sha256(weights)
     meta_path.write_text(json.dumps(meta))
+
+
+def test_model_saved_before_spacing_existed(trained, tissue, tmp_path):
+    _save_without(trained, tmp_path / "m", "spacing")
 
     alone = sem.SpatialEDM.load(tmp_path / "m")  # nothing to measure on: layouts are not relaxed
     assert float(alone.module.spacing) == 0.0
@@ -230,3 +236,19 @@ def test_model_saved_before_spacing_existed(trained, tissue, tmp_path):
     )
     with_reference = sem.SpatialEDM.load(tmp_path / "m", adata=trained.adata.copy())
     assert float(with_reference.module.spacing) == pytest.approx(float(trained.module.spacing), rel=1e-6)
+
+
+def test_model_saved_before_proportions_existed(trained, tissue, tmp_path):
+    _save_without(trained, tmp_path / "m", "proportions")
+    alone = sem.SpatialEDM.load(tmp_path / "m")  # nothing to measure on: the layout is not stretched
+    assert not alone.module.proportions.any()
+    layout = alone.get_latent_coordinates(tissue, seed=1, key_added=None)
+    assert layout.shape == (tissue.n_obs, 2) and np.isfinite(layout).all()
+    with pytest.raises(ValueError, match="adata=reference"):
+        alone.get_latent_coordinates(tissue, seed=1, key_added=None, shape_weight=0.5)
+    with_reference = sem.SpatialEDM.load(tmp_path / "m", adata=trained.adata.copy())
+    np.testing.assert_allclose(with_reference.module.proportions, trained.module.proportions, rtol=1e-6)
+    np.testing.assert_array_equal(
+        with_reference.get_latent_coordinates(tissue, seed=1, key_added=None),
+        trained.get_latent_coordinates(tissue, seed=1, key_added=None),
+    )

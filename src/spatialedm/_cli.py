@@ -29,6 +29,7 @@ examples:
   spatialedm predict model/ query.h5ad -o query_placed.h5ad
   spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
   spatialedm predict model/ query.h5ad -o out.h5ad --prior knn --reference reference.h5ad
+  spatialedm predict model/ query.h5ad -o out.h5ad --shape-weight 1
 
 Genes are matched to the model by name; extra genes are ignored. The output is the query with
 obsm[KEY] and obs["spatialedm_uncertainty"] added (how differently each cell and its expression
@@ -131,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     pred.add_argument(
         "--reference", default=None, help="The reference .h5ad the model was trained on (for --prior knn)."
+    )
+    pred.add_argument(
+        "--shape-weight",
+        type=float,
+        default=0.0,
+        help="Move the layout's proportions towards the reference tissue's, 0 to 1 (default 0: as placed).",
     )
     pred.add_argument("--seed", type=int, default=0, help="Random seed (default 0).")
 
@@ -258,6 +265,7 @@ def _predict(args) -> None:
         seed=args.seed,
         prior=args.prior,
         prior_weight=args.prior_weight,
+        shape_weight=args.shape_weight,
     )
     logger.info("Placed the cells in %.1f s", time.time() - start)
     query.write_h5ad(args.output)
@@ -309,6 +317,9 @@ def _demo(args) -> None:
         query, refine=False, seed=args.seed, key_added=None
     )
     model.get_latent_coordinates(query, seed=args.seed)  # writes obsm["X_spatialedm"]
+    query.obsm["X_spatialedm_shape"] = model.get_latent_coordinates(
+        query, seed=args.seed, key_added=None, uncertainty=None, shape_weight=1.0
+    )
     logger.info("Baselines: kNN regression, 1-NN, optimal transport, expression PCA ...")
     layouts = {
         "spatialedm (generator)": query.obsm["X_spatialedm_generator"],
@@ -316,6 +327,7 @@ def _demo(args) -> None:
         'spatialedm (prior="knn")': model.get_latent_coordinates(
             query, seed=args.seed, key_added=None, uncertainty=None, prior="knn"
         ),
+        "spatialedm (shape_weight=1)": query.obsm["X_spatialedm_shape"],
         "kNN regression (tuned)": baselines.knn_regression(reference, query),
         "1-NN": baselines.nearest_neighbor(reference, query),
         "optimal transport": baselines.optimal_transport(reference, query, seed=args.seed),
@@ -344,8 +356,8 @@ def _demo(args) -> None:
         color = "layer_depth"
     pl.reconstruction(
         query,
-        basis=["X_spatialedm_generator", "X_spatialedm"],
-        titles=["generator", "generator + refiner"],
+        basis=["X_spatialedm_generator", "X_spatialedm", "X_spatialedm_shape"],
+        titles=["generator", "generator + refiner", "tissue proportions (shape_weight=1)"],
         truth="spatial_true",
         color=color,
         save=out / "reconstruction.png",

@@ -89,6 +89,12 @@ class ModelConfig(_ConfigMixin):
         Default starting noise level of the refiner, in units of the residual's ``sigma_data``.
     n_steps
         Default number of Heun steps of the refiner.
+    stretch_generator
+        Before the refiner, stretch each set's generator layout along its principal axes to the tissue's
+        proportions (see :func:`~spatialedm._proportions.stretch_to_proportions`): in training to the
+        set's own true proportions, when placing cells to the reference sections' (median). The refiner
+        then corrects a layout that already has the tissue's proportions instead of the generator's
+        narrower one.
     """
 
     n_hidden: int = 256
@@ -118,6 +124,7 @@ class ModelConfig(_ConfigMixin):
     sigma_max_factor: float = 3.0
     sigma_start_factor: float = 2.0
     n_steps: int = 1
+    stretch_generator: bool = False
 
     def __post_init__(self):
         if not 0 < self.sigma_min_factor < self.sigma_max_factor:

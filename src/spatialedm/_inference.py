@@ -15,6 +15,7 @@ import torch
 
 from ._constants import UNCERTAINTY_KEY
 from ._distance_geometry import measure_edges, median_edges, stress_majorization
+from ._proportions import match_proportions
 from ._spacing import relax_spacing
 from ._uncertainty import neighbor_spread, rank_disagreement
 from .geometry import align_numpy, fit_similarity, generalised_procrustes, unit_rms
@@ -157,6 +158,7 @@ class LayoutPredictor:
         uncertainty: str | None = "ranks",
         prior: np.ndarray | None = None,
         prior_weight: float = 0.5,
+        shape_weight: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Layout of every cell of ``source`` and each cell's uncertainty.
 
@@ -189,6 +191,9 @@ class LayoutPredictor:
         prior, prior_weight
             ``(n_obs, d)`` positions of the cells from another placement, mixed into each set's generator
             layout with this weight before the refiner (see :meth:`~spatialedm._module.SpatialEDMModule.sample`).
+        shape_weight
+            Move the returned layout's principal-axis proportions this far towards the reference tissue's
+            (:func:`~spatialedm._proportions.match_proportions`), before relaxation; 0 leaves them.
 
         Returns
         -------
@@ -206,7 +211,7 @@ class LayoutPredictor:
         first, pieces = self._draw(source, gen, stochastic, kw, prior)
         layout = unit_rms(first)
         if n_samples == 1:
-            layout = self._relaxed(layout, relax, gen)
+            layout = self._relaxed(self._reshaped(layout, shape_weight), relax, gen)
             return layout, self._from_neighbors(source, layout, gen, uncertainty) if uncertainty else None
         # Stochastic refinements (and fresh subsets) around the deterministic layout: their spread
         # is each cell's positional uncertainty, in units of the layout's per-axis RMS.
@@ -219,7 +224,7 @@ class LayoutPredictor:
             layout = unit_rms(_consensus(source.n_obs, pieces, layout, gen))
             draws = [align_numpy(d, layout) for d in draws]
         spread = np.sqrt(np.mean([((d - layout) ** 2).sum(1) for d in draws], axis=0))
-        layout = self._relaxed(layout, relax, gen)
+        layout = self._relaxed(self._reshaped(layout, shape_weight), relax, gen)
         if uncertainty in ("ranks", "neighbors"):
             spread = self._from_neighbors(source, layout, gen, uncertainty)
         return layout, spread if uncertainty else None
@@ -231,6 +236,11 @@ class LayoutPredictor:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         measure = rank_disagreement if kind == "ranks" else neighbor_spread
         return measure(embed_rows(self.module, self.device, source), layout, seed=seed)
+
+    def _reshaped(self, layout: np.ndarray, shape_weight: float) -> np.ndarray:
+        if shape_weight <= 0:
+            return layout
+        return match_proportions(layout, self.module.proportions.cpu().numpy(), shape_weight)
 
     def _relaxed(self, layout: np.ndarray, relax: bool, gen: torch.Generator) -> np.ndarray:
         spacing = float(self.module.spacing)

@@ -22,6 +22,7 @@ from ._inference import LayoutPredictor, check_options, embed_rows, write_layout
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._prior import check_prior_weight, resolve_prior
+from ._proportions import check_shape_weight, tissue_proportions
 from ._spacing import tissue_spacing
 from ._trainingplan import SpatialEDMTrainingPlan, stage_epochs
 from ._trainrunner import SpatialEDMTrainRunner
@@ -92,15 +93,18 @@ class SpatialEDM(BaseModelClass):
             axes = principal_axes(self.expression_view(), self.module.n_projected)
             self.module.gene_projection.copy_(torch.from_numpy(axes))
         if fresh:
-            self.module.spacing.fill_(self._reference_spacing())
+            # measured per section (each in its own frame): the cell spacing and the tissue's proportions
+            coords, sections = self._reference_coordinates()
+            self.module.spacing.fill_(tissue_spacing(coords, sections))
+            self.module.proportions.copy_(torch.from_numpy(tissue_proportions(coords, sections)))
         self._model_summary_string = f"SpatialEDM model: {n_genes} genes, {n_spatial}-D layout."
         self.init_params_ = self._get_init_params(locals())
 
-    def _reference_spacing(self) -> float:
-        """The registered reference's cell spacing, per section (see :func:`~spatialedm._spacing.tissue_spacing`)."""
+    def _reference_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """The registered reference's coordinates and the section of each cell."""
         coords = self.adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY)
         sections = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        return tissue_spacing(np.asarray(coords, dtype=np.float64), sections)
+        return np.asarray(coords, dtype=np.float64), sections
 
     @property
     def preprocessor(self) -> Preprocessor:
@@ -281,6 +285,7 @@ class SpatialEDM(BaseModelClass):
         uncertainty: str | None = "ranks",
         prior: str | np.ndarray | None = None,
         prior_weight: float = 0.5,
+        shape_weight: float = 0.0,
         key_added: str | None = DEFAULT_KEY_ADDED,
         copy: bool = False,
     ) -> np.ndarray | AnnData:
@@ -328,6 +333,14 @@ class SpatialEDM(BaseModelClass):
             generator's layout alone.
         prior_weight
             Weight of the prior in that mix, in [0, 1] (1: the refiner corrects the prior alone).
+        shape_weight
+            How far to move the layout's proportions towards the reference tissue's, in [0, 1], before
+            relaxation: the layout is stretched along its own principal axes so that the share of its
+            spread on each axis approaches the reference sections' (median over sections; at 1 it takes
+            them exactly). A layout placed from expression is narrower than its tissue along the
+            direction that expression predicts least; stretched, it looks like the tissue, but cells are
+            ordered along that direction no better than before, so distances along it are noisier.
+            ``0`` (default) leaves the proportions as placed.
         key_added
             ``obsm`` key written with the layout; ``None`` writes nothing.
         copy
@@ -359,6 +372,7 @@ class SpatialEDM(BaseModelClass):
         # every option is checked before the prior, whose kNN selection can take a while
         check_options(n_samples, uncertainty, consensus)
         prior_weight = check_prior_weight(prior_weight)
+        shape_weight = check_shape_weight(shape_weight, self.module.proportions.cpu().numpy())
         prior = resolve_prior(self, adata, prior, view.n_obs, seed)
         set_size = int(set_size or self.set_config_["max_set_size"])
         predictor = LayoutPredictor(self.module, self.device, set_size)
@@ -375,6 +389,7 @@ class SpatialEDM(BaseModelClass):
             uncertainty=uncertainty,
             prior=prior,
             prior_weight=prior_weight,
+            shape_weight=shape_weight,
         )
         target = self.adata if adata is None else adata
         return layout if key_added is None else write_layout(target, layout, spread, key_added, copy)

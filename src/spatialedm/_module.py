@@ -11,6 +11,7 @@ from ._config import ModelConfig
 from ._constants import REGISTRY_KEYS
 from ._datasplitter import MASK_KEY
 from ._preprocessing import reads_components
+from ._proportions import stretch_to_proportions, variance_shares
 from .geometry import align, aligned_mse, center, rms
 from .nn import ExpressionEncoder, LayoutGenerator, ResidualDenoiser, SetContextEncoder
 
@@ -66,6 +67,9 @@ class SpatialEDMModule(BaseModuleClass):
         # The reference tissue's scale-free cell spacing (see spatialedm._spacing), measured by the model
         # on its reference; 0 means not measured, and layouts are then not relaxed.
         self.register_buffer("spacing", torch.tensor(0.0))
+        # The reference tissue's variance shares along its principal axes (see spatialedm._proportions);
+        # all zero means not measured.
+        self.register_buffer("proportions", torch.zeros(n_spatial))
 
     # --- scvi-tools module interface -------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor], **kwargs) -> dict:
@@ -121,6 +125,23 @@ class SpatialEDMModule(BaseModuleClass):
             v_gen = self.generator(h, mask)
         return {"z": z, "h": h, "v_gen": v_gen}
 
+    def refiner_input(self, v_gen, mask, coords=None) -> torch.Tensor:
+        """The generator's layout as the refiner reads it.
+
+        With ``config.stretch_generator``, each set is stretched along its principal axes to the tissue's
+        proportions (:func:`~spatialedm._proportions.stretch_to_proportions`): to the set's own true
+        proportions when ``coords`` are given (training, diagnostics), else to the reference tissue's
+        measured ones (placing cells; unchanged while they are unmeasured). Otherwise ``v_gen`` as it is.
+        """
+        if not self.config.stretch_generator:
+            return v_gen
+        if coords is not None:
+            shares, _ = variance_shares(center(coords.to(v_gen.dtype), mask) * mask.unsqueeze(-1), mask)
+            return stretch_to_proportions(v_gen, mask, shares)
+        if bool((self.proportions > 0).all()):
+            return stretch_to_proportions(v_gen, mask, self.proportions)
+        return v_gen
+
     def refiner_target(self, coords, v_gen, mask) -> tuple[torch.Tensor, torch.Tensor]:
         """The refiner's clean target: the true layout aligned onto the generator's, and its residual.
 
@@ -144,6 +165,7 @@ class SpatialEDMModule(BaseModuleClass):
         """
         if stage != "refiner":
             return {}
+        v_gen = self.refiner_input(v_gen, mask, coords)
         target, clean = self.refiner_target(coords, v_gen, mask)
         if self.training:
             # The generator is frozen in this stage, so the clean distribution is stationary: a
@@ -315,7 +337,9 @@ class SpatialEDMModule(BaseModuleClass):
             set's prior is scaled to the generator layout's RMS, moved onto it (translation and O(d)) and
             mixed into it; the refiner then corrects the mixed layout instead of the generator's.
         prior_weight
-            Weight of the prior in the mix (0: the generator's layout, 1: the prior's).
+            Weight of the prior in the mix (0: the generator's layout, 1: the prior's). With
+            ``config.stretch_generator``, the (mixed) layout is then stretched to the reference tissue's
+            proportions before the refiner, as in training.
 
         Returns
         -------
@@ -335,6 +359,7 @@ class SpatialEDMModule(BaseModuleClass):
         sd = float(self.sigma_data)
         if not refine or sd <= 0:
             return v_gen
+        v_gen = self.refiner_input(v_gen, mask)
         factor = self.config.sigma_start_factor if sigma_start is None else sigma_start
         factor = min(factor, self.config.sigma_max_factor)  # never start above the trained range
         steps = self.config.n_steps if n_steps is None else n_steps

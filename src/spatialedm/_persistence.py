@@ -332,11 +332,14 @@ def load_model(
             adata = None
     config = dict(attributes["model_config_"])
     config.setdefault("n_pcs", None)  # saved before the option existed: the encoder read the genes
+    config.setdefault("stretch_generator", False)  # saved before it existed: the refiner was trained without
     model = cls(adata, registry=registry, preprocessor=attributes["preprocessor_"], **config)
     for key, value in attributes.items():
         setattr(model, key, value)
     if "spacing" not in state:  # saved before the model measured its reference's cell spacing
         state["spacing"] = _legacy_spacing(passed, setup)
+    if "proportions" not in state:  # saved before the model measured its reference's proportions
+        state["proportions"] = _legacy_proportions(passed, setup, model.module.proportions.numel())
     try:
         model.module.load_state_dict(state, strict=True)
     except RuntimeError as err:
@@ -355,21 +358,45 @@ def _registered_genes(registry: dict, default: list[str]) -> list[str]:
     return list(map(str, names)) if names is not None else list(map(str, default))
 
 
+def _reference_coordinates(adata, setup: dict):
+    """``(coords, sections)`` of the AnnData passed when it carries the setup's keys, else ``None``."""
+    key, batch_key = setup.get("spatial_key"), setup.get("batch_key")
+    if adata is None or key not in adata.obsm or (batch_key is not None and batch_key not in adata.obs):
+        return None
+    sections = None if batch_key is None else adata.obs[batch_key].to_numpy()
+    return np.asarray(adata.obsm[key], dtype=np.float64), sections
+
+
 def _legacy_spacing(adata, setup: dict):
     """The cell spacing of a model saved without one: measured on the AnnData passed, else 0 (no relaxation)."""
     import torch
 
     from ._spacing import tissue_spacing
 
-    key, batch_key = setup.get("spatial_key"), setup.get("batch_key")
-    if adata is not None and key in adata.obsm and (batch_key is None or batch_key in adata.obs):
-        sections = None if batch_key is None else adata.obs[batch_key].to_numpy()
-        return torch.tensor(tissue_spacing(np.asarray(adata.obsm[key], dtype=np.float64), sections))
+    reference = _reference_coordinates(adata, setup)
+    if reference is not None:
+        return torch.tensor(tissue_spacing(*reference))
     logger.info(
         "This model was saved without its reference's cell spacing; load it with its reference AnnData "
         "to measure it, or layouts are returned without relaxation."
     )
     return torch.tensor(0.0)
+
+
+def _legacy_proportions(adata, setup: dict, n_spatial: int):
+    """The tissue proportions of a model saved without them: measured on the AnnData passed, else zeros."""
+    import torch
+
+    from ._proportions import tissue_proportions
+
+    reference = _reference_coordinates(adata, setup)
+    if reference is not None:
+        return torch.from_numpy(tissue_proportions(*reference)).float()
+    logger.info(
+        "This model was saved without its reference's tissue proportions; load it with its reference "
+        "AnnData to measure them (needed for shape_weight > 0)."
+    )
+    return torch.zeros(n_spatial)
 
 
 def convert_legacy_model(
@@ -425,6 +452,7 @@ def convert_legacy_model(
                 "which this version no longer has; retrain it."
             )
     config.setdefault("n_pcs", None)  # 0.1.0's encoder read the genes
+    config.setdefault("stretch_generator", False)
     scaler = attributes.pop("scaler_state_")
     attributes["preprocessor_"] = {
         "genes": list(attributes.pop("var_names_")),
@@ -440,6 +468,7 @@ def convert_legacy_model(
         setattr(model, key, value)
     state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
     state.setdefault("spacing", _legacy_spacing(None, {}))
+    state.setdefault("proportions", _legacy_proportions(None, {}, model.module.proportions.numel()))
     model.module.load_state_dict(state, strict=True)
     out = Path(out_path) if out_path is not None else Path(dir_path)
     save_model(model, out, prefix=prefix, overwrite=True)

@@ -222,6 +222,7 @@ def diagnose(
         mask = torch.ones(c.shape[:2], dtype=torch.bool, device=device)
         out = module.inference(x, mask, stage="refiner")
         h, v_gen = out["h"], out["v_gen"]
+        v_gen = module.refiner_input(v_gen, mask, c)
         target, clean = module.refiner_target(c, v_gen, mask)
         base = v_gen
         noise = center(torch.from_numpy(rng.normal(size=coords.shape).astype(np.float32))[None].to(device))
