@@ -12,11 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
-
-from benchmarks.run_core import RESULTS, chain_table, run_chains, study_main
+from benchmarks.run_core import chain_study_main
 from spatialedm import baselines
 
 #: (label, get_latent_coordinates options); ``None``: tuned kNN regression alone
@@ -42,22 +38,14 @@ def _place(model, query, info, seed, kwargs):
     )
 
 
-def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
-    return run_chains(models, tasks, seeds, out, CHAINS, _place, COLUMNS, with_reference=True)
-
-
-def table(df: pd.DataFrame) -> str:
-    return chain_table(df, COLUMNS)
-
-
 def main(argv=None):
-    study_main(
+    chain_study_main(
         argv,
         __doc__,
-        RESULTS / "study" / "prior.csv",
-        run,
-        table,
         "prior",
+        CHAINS,
+        _place,
+        COLUMNS,
         '## Refining the reference\'s kNN placement (`prior="knn"`)',
         "benchmarks.prior_study",
     )

@@ -693,6 +693,25 @@ def study_main(argv, description: str, default_out: Path, run, table, marker: st
     print(table(df))
 
 
+def chain_study_main(argv, description: str, name: str, chains, place, columns, heading: str, module: str):
+    """Command line of an inference-only study that places each saved model's query once per chain
+    (loaded with its reference) and writes ``results/study/NAME.csv`` and the ``NAME`` block of RESULTS.md."""
+
+    def run(models, tasks, seeds, out):
+        return run_chains(models, tasks, seeds, out, chains, place, columns, with_reference=True)
+
+    study_main(
+        argv,
+        description,
+        RESULTS / "study" / f"{name}.csv",
+        run,
+        lambda df: chain_table(df, columns),
+        name,
+        heading,
+        module,
+    )
+
+
 def write_study_block(
     md_path: Path, marker: str, heading: str, module: str, argv, models: Path, raw_rows: str, table: str
 ) -> None:

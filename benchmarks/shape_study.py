@@ -12,11 +12,7 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
-
-from benchmarks.run_core import RESULTS, chain_table, run_chains, study_main
+from benchmarks.run_core import chain_study_main
 
 CHAINS = [
     ("default", {}),
@@ -37,22 +33,14 @@ def _place(model, query, info, seed, kwargs):
     return model.get_latent_coordinates(query, seed=seed, key_added=None, uncertainty=None, **kwargs)
 
 
-def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
-    return run_chains(models, tasks, seeds, out, CHAINS, _place, COLUMNS, with_reference=True)
-
-
-def table(df: pd.DataFrame) -> str:
-    return chain_table(df, COLUMNS)
-
-
 def main(argv=None):
-    study_main(
+    chain_study_main(
         argv,
         __doc__,
-        RESULTS / "study" / "shape.csv",
-        run,
-        table,
         "shape",
+        CHAINS,
+        _place,
+        COLUMNS,
         "## Tissue proportions (`shape_weight`)",
         "benchmarks.shape_study",
     )

@@ -234,3 +234,18 @@ def test_stretch_generator_is_saved_with_the_model(stretched, query, tmp_path):
         loaded.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None),
         stretched.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None),
     )
+
+
+def test_shape_weight_applies_to_the_consensus_layout_too(trained, query):
+    q, _ = query
+    out = trained.get_latent_coordinates(
+        q,
+        seed=0,
+        key_added=None,
+        n_samples=3,
+        consensus=True,
+        uncertainty="samples",
+        shape_weight=1.0,
+        relax=False,
+    )
+    np.testing.assert_allclose(_shares(out), trained.module.proportions.numpy(), atol=1e-5)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .geometry import center, unit_rms
+from .geometry import center, split_sections, unit_rms
 
 #: Largest factor by which one principal axis is stretched relative to another: a layout whose cells lie
 #: almost on a line has no direction worth stretching by more.
@@ -48,12 +48,9 @@ def tissue_proportions(coords: np.ndarray, groups: np.ndarray | None = None) -> 
     >>> tissue_proportions(rect).round(1)
     array([0.9, 0.1])
     """
-    coords = np.asarray(coords, dtype=np.float64)
-    n, dim = coords.shape
-    groups = np.zeros(n) if groups is None else np.asarray(groups)
+    dim = np.shape(coords)[1]
     shares = []
-    for g in np.unique(groups):
-        x = coords[groups == g]
+    for x in split_sections(coords, groups):
         if len(x) <= dim:
             continue
         t = torch.from_numpy(x - x.mean(axis=0))[None]

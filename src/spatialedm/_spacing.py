@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .geometry import unit_rms
+from .geometry import split_sections, unit_rms
 
 #: Relaxation sweeps and the share of each pair's overlap removed per sweep.
 RELAX_ITERATIONS = 20
@@ -47,12 +47,9 @@ def tissue_spacing(coords: np.ndarray, groups: np.ndarray | None = None) -> floa
     >>> round(tissue_spacing(g), 3)  # unit grid: (1 / its per-axis RMS 5.766) * sqrt(400)
     3.468
     """
-    coords = np.asarray(coords, dtype=np.float64)
-    n, dim = coords.shape
-    groups = np.zeros(n) if groups is None else np.asarray(groups)
+    dim = np.shape(coords)[1]
     values = []
-    for g in np.unique(groups):
-        x = coords[groups == g]
+    for x in split_sections(coords, groups):
         if len(x) < 3:
             continue
         nn = _median_nn(unit_rms(x))

@@ -296,6 +296,32 @@ def align_numpy(source: np.ndarray, target: np.ndarray, scale: bool = True) -> n
     return fit_similarity(source, target, scale="lsq" if scale else "none").apply(np.asarray(source, float))
 
 
+def split_sections(coords, groups=None) -> list[np.ndarray]:
+    """Each section's ``(n_g, d)`` float64 coordinates, in the order of ``np.unique(groups)``.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` coordinates of all cells.
+    groups
+        Section of each cell; ``None``: all cells form one section.
+
+    Returns
+    -------
+    One array per section.
+
+    Examples
+    --------
+    >>> [len(x) for x in split_sections(np.zeros((5, 2)), ["b", "a", "b", "b", "a"])]
+    [2, 3]
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    if groups is None:
+        return [coords]
+    groups = np.asarray(groups)
+    return [coords[groups == g] for g in np.unique(groups)]
+
+
 def unit_rms(x: np.ndarray) -> np.ndarray:
     """Centre an ``(n, d)`` layout and scale it to unit per-axis RMS.
 
