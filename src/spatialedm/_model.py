@@ -362,6 +362,11 @@ class SpatialEDM(BaseModelClass):
         >>> model.get_latent_coordinates(query, seed=0, prior="knn", key_added=None).shape
         (120, 2)
 
+        The layout stretched to the reference tissue's proportions, for viewing:
+
+        >>> model.get_latent_coordinates(query, seed=0, shape_weight=1.0, key_added=None).shape
+        (120, 2)
+
         Then ``squidpy.pl.spatial_scatter(query, spatial_key="X_spatialedm", shape=None, color=...)`` draws
         the layout.
         """
