@@ -136,7 +136,7 @@ class SpatialEDMModule(BaseModuleClass):
         if not self.config.stretch_generator:
             return v_gen
         if coords is not None:
-            shares, _ = variance_shares(center(coords.to(v_gen.dtype), mask) * mask.unsqueeze(-1), mask)
+            shares, _ = variance_shares(center(coords.to(v_gen.dtype), mask), mask)
             return stretch_to_proportions(v_gen, mask, shares)
         if bool((self.proportions > 0).all()):
             return stretch_to_proportions(v_gen, mask, self.proportions)

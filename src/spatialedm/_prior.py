@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from ._validation import check_fraction
 from .baselines import knn_regression
 
 #: Prior placements computed by the package (besides an array given by the user).
@@ -20,10 +21,7 @@ PRIORS = ("knn",)
 
 def check_prior_weight(prior_weight: float) -> float:
     """``prior_weight`` as a float in [0, 1], or a ``ValueError`` naming it."""
-    w = float(prior_weight)
-    if not 0.0 <= w <= 1.0:
-        raise ValueError(f"prior_weight must be in [0, 1], got {prior_weight!r}.")
-    return w
+    return check_fraction(prior_weight, "prior_weight")
 
 
 def resolve_prior(model, adata: AnnData | None, prior, n_obs: int, seed: int | None) -> np.ndarray | None:

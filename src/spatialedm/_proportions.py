@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ._validation import check_fraction
 from .geometry import center, split_sections, unit_rms
 
 #: Largest factor by which one principal axis is stretched relative to another: a layout whose cells lie
@@ -112,7 +113,7 @@ def stretch_to_proportions(
     ``(B, N, d)`` centred layouts, zero on padding, in ``x``'s dtype.
     """
     w = mask.unsqueeze(-1).to(torch.float64)
-    xd = center(x.to(torch.float64), mask) * w
+    xd = center(x.to(torch.float64), mask)  # zero on padding
     target = proportions.to(device=x.device, dtype=torch.float64).expand(x.shape[0], x.shape[-1])
     shares, vectors = variance_shares(xd, mask)
     ok = (target > 0).all(-1) & (shares.sum(-1) > 0)
@@ -157,8 +158,7 @@ def match_proportions(layout: np.ndarray, proportions: np.ndarray, weight: float
     target = np.asarray(proportions, dtype=np.float64)
     if target.shape != (x.shape[1],):
         raise ValueError(f"`proportions` must have shape ({x.shape[1]},), got {target.shape}.")
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"`weight` must lie in [0, 1], got {weight}.")
+    weight = check_fraction(weight, "weight")
     t = torch.from_numpy(x)[None]
     out = stretch_to_proportions(
         t, torch.ones(t.shape[:2], dtype=torch.bool), torch.from_numpy(target), weight
@@ -172,9 +172,7 @@ def check_shape_weight(shape_weight: float, proportions: np.ndarray) -> float:
     A positive weight needs measured ``proportions`` (all zero: the model was saved before it measured
     its reference's and was loaded without the reference).
     """
-    w = float(shape_weight)
-    if not 0.0 <= w <= 1.0:
-        raise ValueError(f"shape_weight must be in [0, 1], got {shape_weight!r}.")
+    w = check_fraction(shape_weight, "shape_weight")
     if w > 0 and not (np.asarray(proportions) > 0).any():
         raise ValueError(
             "shape_weight > 0 needs the reference tissue's proportions, which this model has not measured "

@@ -135,3 +135,11 @@ def validate_expression(adata: AnnData, layer: str | None, expression: str = "au
             UserWarning,
             stacklevel=3,
         )
+
+
+def check_fraction(value, name: str) -> float:
+    """``value`` as a float in [0, 1], or a ``ValueError`` naming ``name`` (NaN is refused too)."""
+    w = float(value)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+    return w
