@@ -103,6 +103,19 @@ def test_an_almost_flat_layout_is_stretched_at_most_max_stretch():
     assert ratio == pytest.approx(MAX_STRETCH, rel=1e-3)
 
 
+def test_a_flat_axis_of_the_tissue_is_squeezed_to_the_bound():
+    # a section stored with a constant z: its shares are (a, b, 0); the layout's third axis is squeezed
+    # to 1/MAX_STRETCH of the longest (not left as it is), and the other two take the a:b ratio
+    rng = np.random.default_rng(8)
+    flat = np.c_[rng.uniform(size=(3000, 2)) * [2.0, 1.0], np.zeros(3000)]
+    target = tissue_proportions(flat)
+    assert target[2] == 0
+    out = match_proportions(rng.normal(size=(3000, 3)), target)
+    shares = _shares(out)
+    assert shares[0] / shares[1] == pytest.approx(target[0] / target[1], rel=1e-6)
+    assert np.sqrt(shares[0] / shares[2]) == pytest.approx(MAX_STRETCH, rel=1e-6)
+
+
 def test_bad_inputs_are_refused():
     x = np.random.default_rng(6).normal(size=(50, 2))
     with pytest.raises(ValueError, match=r"proportions.*\(2,\)"):

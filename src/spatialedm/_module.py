@@ -131,14 +131,14 @@ class SpatialEDMModule(BaseModuleClass):
         With ``config.stretch_generator``, each set is stretched along its principal axes to the tissue's
         proportions (:func:`~spatialedm._proportions.stretch_to_proportions`): to the set's own true
         proportions when ``coords`` are given (training, diagnostics), else to the reference tissue's
-        measured ones (placing cells; unchanged while they are unmeasured). Otherwise ``v_gen`` as it is.
+        measured ones (placing cells; unchanged while they are unmeasured, i.e. all zero). Otherwise ``v_gen`` as it is.
         """
         if not self.config.stretch_generator:
             return v_gen
         if coords is not None:
             shares, _ = variance_shares(center(coords.to(v_gen.dtype), mask), mask)
             return stretch_to_proportions(v_gen, mask, shares)
-        if bool((self.proportions > 0).all()):
+        if bool((self.proportions > 0).any()):
             return stretch_to_proportions(v_gen, mask, self.proportions)
         return v_gen
 

@@ -103,8 +103,9 @@ def stretch_to_proportions(
     mask
         ``(B, N)`` boolean mask of real cells.
     proportions
-        ``(d,)`` or ``(B, d)`` shares, largest first (from :func:`tissue_proportions`). A set whose
-        target has a zero share, or that has no spread, is only centred.
+        ``(d,)`` or ``(B, d)`` shares, largest first (from :func:`tissue_proportions`). A zero share
+        (a flat axis) is read as the smallest that :data:`MAX_STRETCH` allows; a set whose target is all
+        zero, or that has no spread, is only centred.
     weight
         How far to move towards the shares, in ``[0, 1]``.
 
@@ -115,6 +116,9 @@ def stretch_to_proportions(
     w = mask.unsqueeze(-1).to(torch.float64)
     xd = center(x.to(torch.float64), mask)  # zero on padding
     target = proportions.to(device=x.device, dtype=torch.float64).expand(x.shape[0], x.shape[-1])
+    # A flat axis (zero share: a section stored with a constant z) is squeezed as far as the bound
+    # allows instead of disabling the stretch.
+    target = torch.maximum(target, target.max(dim=-1, keepdim=True).values / MAX_STRETCH**2)
     shares, vectors = variance_shares(xd, mask)
     ok = (target > 0).all(-1) & (shares.sum(-1) > 0)
     scale = (target / shares.clamp_min(1e-12)) ** (weight / 2)
