@@ -10,7 +10,15 @@ same cells as ``uncertainty_calibration``:
   the default, and ``uncertainty="neighbors"``), and of the cell's nearness to the layout's centre alone
   (``position``, minus its distance from the centroid: not an uncertainty, the geometry's share);
 - ``partial``: the partial rank correlation of the uncertainty with the error, the position held fixed
-  (what the uncertainty knows beyond where the cell sits).
+  (what the uncertainty knows beyond where the cell sits);
+- two measures that read the reference instead of the layout, scored as uncertainties: ``novelty``, the
+  query cell's mean distance in the model's embedding to its 10 nearest reference cells (cells unlike
+  anything in the reference), and ``reference_spread``, how far apart those 10 reference cells sit in
+  their own sections (each centred and scaled to unit RMS): expression that the reference places in
+  many places;
+- ``error_true_axis``: the largest absolute rank correlation between the error and the cell's true
+  position along one of the truth's principal axes (not an uncertainty: it uses the truth, and shows how
+  much of the error follows a direction in the tissue that no measure on the layout can see).
 
 Inference only: nothing is retrained.
 
@@ -25,12 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from scipy.stats import rankdata, spearmanr
+from sklearn.neighbors import NearestNeighbors
 
 from benchmarks.run_core import RESULTS, saved_models, study_main
-from spatialedm import metrics
+from spatialedm import geometry, metrics
 
 KINDS = ("ranks", "neighbors")
+#: Reference cells read per query cell by ``novelty`` and ``reference_spread``.
+N_REFERENCE_NEIGHBORS = 10
 
 
 def _rank_residual(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,9 +56,35 @@ def partial_spearman(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> float:
     return float(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)))
 
 
+def reference_measures(model, query, info) -> dict[str, np.ndarray]:
+    """``novelty`` and ``reference_spread`` of each query cell (the model loaded with its reference)."""
+    reference = model.adata
+    coords = np.asarray(reference.obsm[info["spatial_key"]], dtype=float)
+    sections = reference.obs[info["batch_key"]].to_numpy() if info["batch_key"] else None
+    normalised = np.empty_like(coords)
+    for section in np.unique(sections) if sections is not None else [None]:
+        rows = np.ones(len(coords), bool) if section is None else sections == section
+        normalised[rows] = geometry.unit_rms(coords[rows])
+    distance, idx = (
+        NearestNeighbors(n_neighbors=N_REFERENCE_NEIGHBORS)
+        .fit(model.get_latent_representation())
+        .kneighbors(model.get_latent_representation(query))
+    )
+    near = normalised[idx]
+    spread = np.sqrt(((near - near.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    return {"novelty": distance.mean(1), "reference_spread": spread}
+
+
+def error_true_axis(error: np.ndarray, truth: np.ndarray) -> float:
+    """Largest |Spearman| between the error and the true position along one of the truth's principal axes."""
+    centred = truth - truth.mean(0)
+    axes = np.linalg.svd(centred, full_matrices=False)[2]
+    return max(abs(spearmanr(centred @ a, error)[0]) for a in axes)
+
+
 def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataFrame:
     rows = []
-    for name, seed, model, query, truth, _ in saved_models(models, tasks, seeds):
+    for name, seed, model, query, truth, info in saved_models(models, tasks, seeds, with_reference=True):
         uncertainty = {}
         for kind in KINDS:
             placed = model.get_latent_coordinates(query, seed=seed, uncertainty=kind, copy=True)
@@ -62,6 +99,9 @@ def run(models: Path, tasks: list[str], seeds: list[int], out: Path) -> pd.DataF
             row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
             row[f"partial_{kind}"] = partial_spearman(u[ok], error[ok], position[ok])
         row["calibration_position"] = metrics.uncertainty_calibration(pred, truth, position, seed=seed)
+        for kind, u in reference_measures(model, query, info).items():
+            row[f"calibration_{kind}"] = metrics.uncertainty_calibration(pred, truth, u, seed=seed)
+        row["error_true_axis"] = error_true_axis(error[ok], truth[ok])
         rows.append(row)
         print(
             f"[{name} seed={seed}] "
@@ -80,6 +120,9 @@ COLUMNS = [
     "calibration_position",
     "partial_ranks",
     "partial_neighbors",
+    "calibration_novelty",
+    "calibration_reference_spread",
+    "error_true_axis",
 ]
 
 

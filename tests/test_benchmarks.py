@@ -64,3 +64,47 @@ def test_benchmarks_use_only_the_public_api():
                 assert not any(p.startswith("_") for p in parts), f"{path.name} imports {node.module}"
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
                 assert not (node.value.id in {"sys"} and node.attr == "path"), f"{path.name} edits sys.path"
+
+
+def test_uncertainty_probe_reference_measures():
+    import anndata as ad
+    from benchmarks import uncertainty_probe
+
+    rng = np.random.default_rng(0)
+    n = 200
+    reference = ad.AnnData(np.zeros((n, 1), dtype=np.float32))
+    reference.obs["section"] = np.repeat(["a", "b"], n // 2)
+    coords = rng.uniform(size=(n, 2))
+    coords[n // 2 :] = coords[n // 2 :] * 1000.0 + 5.0  # another frame and unit: normalised per section
+    reference.obsm["spatial"] = coords
+    # the embedding of a reference cell is its position: expression that singles every cell out
+    embedding = np.vstack([coords[: n // 2], (coords[n // 2 :] - 5.0) / 1000.0])
+
+    class Model:  # what the probe reads of a model loaded with its reference
+        adata = reference
+
+        def get_latent_representation(self, adata=None):
+            return embedding if adata is None else adata.obsm["z"]
+
+    query = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    query.obsm["z"] = np.array(
+        [embedding[0], [50.0, 50.0]]
+    )  # a look-alike of reference cells; a cell unlike any
+    out = uncertainty_probe.reference_measures(
+        Model(), query, {"spatial_key": "spatial", "batch_key": "section"}
+    )
+    assert set(out) == {"novelty", "reference_spread"}
+    assert out["novelty"][1] > 10 * out["novelty"][0]
+    # the 10 reference cells nearest in expression are near each other in their sections (the two
+    # sections coincide once each is normalised), so the spread is small for a look-alike
+    assert out["reference_spread"][0] < 0.3
+
+
+def test_uncertainty_probe_error_true_axis():
+    from benchmarks import uncertainty_probe
+
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(300, 2)) * [3.0, 1.0]
+    along = truth[:, 1] + 0.01 * rng.normal(size=300)  # an error that grows along the short axis
+    assert uncertainty_probe.error_true_axis(along, truth) > 0.95
+    assert uncertainty_probe.error_true_axis(rng.normal(size=300), truth) < 0.2
