@@ -60,10 +60,10 @@ def reference_measures(model, query, info) -> dict[str, np.ndarray]:
     """``novelty`` and ``reference_spread`` of each query cell (the model loaded with its reference)."""
     reference = model.adata
     coords = np.asarray(reference.obsm[info["spatial_key"]], dtype=float)
-    sections = reference.obs[info["batch_key"]].to_numpy() if info["batch_key"] else None
+    sections = reference.obs[info["batch_key"]].to_numpy() if info["batch_key"] else np.zeros(len(coords))
     normalised = np.empty_like(coords)
-    for section in np.unique(sections) if sections is not None else [None]:
-        rows = np.ones(len(coords), bool) if section is None else sections == section
+    for section in np.unique(sections):
+        rows = sections == section
         normalised[rows] = geometry.unit_rms(coords[rows])
     distance, idx = (
         NearestNeighbors(n_neighbors=N_REFERENCE_NEIGHBORS)
