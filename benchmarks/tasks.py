@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "available_tasks",
+    "capture_log2_ratios",
     "load_task",
+    "platform_shift",
     "split_end_slab",
     "split_halves",
     "split_random",
@@ -55,6 +57,27 @@ TASKS = (
     "merfish_section",
     "her2st_section",
 )
+#: Cells onto spots: the base task's reference pooled into Visium-like spots of ~8 cells, its query single cells.
+SPOT_TASKS = {
+    "osmfish_spots": "osmfish_halves",
+    "starmap_spots": "starmap_section",
+    "merfish_spots": "merfish_section",
+}
+#: Platform shift: the base task's query made scRNA-seq-like (thinned, per-gene capture factors).
+SHIFT_TASKS = {
+    "osmfish_shift": "osmfish_halves",
+    "starmap_shift": "starmap_section",
+    "merfish_shift": "merfish_section",
+}
+#: Spot to spot: spot-level references and queries of the same technology.
+SPOT_SPOT_TASKS = ("her2st_section", "dlpfc_section")
+#: Cells per spot of the pooled references (a 55 µm Visium spot holds about 5-10 cells of cortex).
+CELLS_PER_SPOT = 8.0
+#: Fraction of a query's counts kept by the platform shift before the per-gene capture factors.
+SHIFT_DEPTH = 0.5
+#: Bound on a gene's capture factor relative to the panel's geometric mean (log2 units): 8-fold either way.
+SHIFT_MAX_LOG2 = 3.0
+ALL_TASKS = (*TASKS, *SPOT_TASKS, *SHIFT_TASKS)
 
 
 def _coords(adata: AnnData, spatial_key: str) -> np.ndarray:
@@ -256,6 +279,121 @@ def _log_normalize_inplace(adata: AnnData) -> None:
     sc.pp.log1p(adata)
 
 
+def capture_log2_ratios() -> pd.Series:
+    """Per-gene capture of scRNA-seq relative to osmFISH, measured on the shipped pair (log2, by gene).
+
+    Each assay's counts are divided by each cell's total over the 33 shared genes and averaged over cells;
+    the ratio of the two means (scRNA-seq over osmFISH) is how much more or less often the dissociated
+    assay detects a gene, beyond depth. Centred on its geometric mean.
+
+    Returns
+    -------
+    log2 ratios indexed by gene name (33 genes; spread about 3 log2 units).
+    """
+    from scipy import sparse
+
+    spatial, scrna = datasets.osmfish_cortex(), datasets.osmfish_scrna()
+    genes = spatial.var_names.intersection(scrna.var_names)
+
+    def profile(a):
+        X = a[:, genes].layers["counts"]
+        X = np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
+        return (X / np.maximum(X.sum(1, keepdims=True), 1)).mean(0)
+
+    r = np.log2(profile(scrna) / profile(spatial))
+    return pd.Series(r - r.mean(), index=genes)
+
+
+def platform_shift(query: AnnData, *, seed: int = 0, depth: float = SHIFT_DEPTH) -> AnnData:
+    """Make a query look measured by another platform: binomial thinning with per-gene capture factors.
+
+    Gene ``g`` keeps each count with probability ``min(1, depth * 2**r_g)``, ``r_g`` its measured capture
+    log2 ratio (:func:`capture_log2_ratios`, clipped to ±``SHIFT_MAX_LOG2``) where the gene was measured,
+    otherwise one of the measured ratios drawn at random (``seed``). After library-size normalisation a
+    gene is then up to 8-fold over- or under-detected relative to the reference. Non-integer count-like
+    values (MERFISH) are stochastically rounded first; their log-normalised ``X`` is recomputed.
+
+    Parameters
+    ----------
+    query
+        Query with counts in ``X`` or, for log-normalised tasks, in ``layers["counts"]``.
+    seed
+        Seed of the thinning and of the factors' draw.
+    depth
+        Overall fraction of counts kept at the panel's geometric-mean capture.
+
+    Returns
+    -------
+    A shifted copy; ``uns["task"]["shift"]`` records the settings.
+    """
+    from scipy import sparse
+
+    rng = np.random.default_rng([seed, 29])
+    measured = capture_log2_ratios().clip(-SHIFT_MAX_LOG2, SHIFT_MAX_LOG2)
+    r = measured.reindex(query.var_names).to_numpy()
+    missing = ~np.isfinite(r)
+    r[missing] = rng.choice(measured.to_numpy(), size=int(missing.sum()), replace=True)
+    p = np.minimum(1.0, depth * 2.0**r)
+    out = query.copy()
+    lognormal = _holds_lognormal(out)
+    X = out.layers["counts"] if lognormal else out.X
+    X = np.asarray(X.toarray() if sparse.issparse(X) else X, dtype=np.float64)
+    X = np.floor(X + rng.random(X.shape))  # stochastic rounding (a no-op on integers)
+    thinned = rng.binomial(X.astype(np.int64), p[None, :]).astype(np.float32)
+    out.X = sparse.csr_matrix(thinned)
+    if lognormal:
+        out.uns.pop("log1p", None)
+        _log_normalize_inplace(out)
+    elif "counts" in out.layers:
+        out.layers["counts"] = out.X.copy()
+    keep = np.asarray(thinned.sum(1)).ravel() > 0  # a cell left without counts carries no information
+    out = out[keep].copy()
+    out.uns["task"] = {
+        **out.uns["task"],
+        "shift": {
+            "depth": depth,
+            "max_log2": SHIFT_MAX_LOG2,
+            "n_factors_drawn": int(missing.sum()),
+            "seed": seed,
+        },
+    }
+    return out
+
+
+def _holds_lognormal(adata: AnnData) -> bool:
+    """Whether ``X`` holds log-normalised values computed from ``layers["counts"]`` (the MERFISH task)."""
+    from scipy import sparse
+
+    if "counts" not in adata.layers:
+        return False
+    X = adata.X[: min(500, adata.n_obs)]
+    vals = X.data if sparse.issparse(X) else np.asarray(X)
+    return not np.allclose(vals, np.round(vals))
+
+
+def _spots_reference(reference: AnnData, info: dict) -> AnnData:
+    """The reference pooled into spots of ``CELLS_PER_SPOT`` cells (counts summed), as a Visium reference."""
+    from spatialedm.datasets import pool_spots
+
+    lognormal = _holds_lognormal(reference)
+    spots = pool_spots(
+        reference,
+        cells_per_spot=CELLS_PER_SPOT,
+        spatial_key=info["spatial_key"],
+        batch_key=info["batch_key"],
+        layer="counts" if lognormal else None,
+        labels_key=info["labels_key"],
+    )
+    if lognormal:
+        spots.X = spots.layers["counts"].copy()
+        del spots.layers["counts"]
+        _log_normalize_inplace(spots)
+    elif "counts" in reference.layers:
+        spots.layers["counts"] = spots.X.copy()
+    spots.uns["task"] = {**reference.uns["task"], "pooled": {"cells_per_spot": CELLS_PER_SPOT}}
+    return spots
+
+
 def available_tasks() -> list[str]:
     """List the task names whose data can be loaded here.
 
@@ -268,17 +406,15 @@ def available_tasks() -> list[str]:
 
     Examples
     --------
-    >>> set(available_tasks()) <= set(TASKS)
+    >>> set(available_tasks()) <= set(ALL_TASKS)
     True
     """
-    out = []
-    for name in TASKS:
-        if name in _SHARED_FILES:
-            if (shared_data_dir() / _SHARED_FILES[name]).is_file():
-                out.append(name)
-        else:
-            out.append(name)
-    return out
+
+    def loadable(name):
+        name = SPOT_TASKS.get(name) or SHIFT_TASKS.get(name) or name
+        return name not in _SHARED_FILES or (shared_data_dir() / _SHARED_FILES[name]).is_file()
+
+    return [name for name in ALL_TASKS if loadable(name)]
 
 
 def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
@@ -295,6 +431,9 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     ``dlpfc_section``    Visium DLPFC donor 3, 4 sections × 1,125 genes: the last section held out
     ``merfish_section``  MERFISH hypothalamus, 2 sections: the last section held out
     ``her2st_section``   HER2+ breast tumour, legacy ST spots, 6 sections × 3,000 genes: B1 (labelled) held out
+    ``*_spots``          cells onto spots: ``osmfish_halves``, ``starmap_section``, ``merfish_section`` with the
+                         reference pooled into spots of ~8 cells (:func:`spatialedm.datasets.pool_spots`)
+    ``*_shift``          platform shift: the same three with the query thinned (:func:`platform_shift`)
     ===================  ==================================================================================
 
     osmFISH's 316 rows flagged ``obs["duplicate"]`` (exact copies of other rows) are dropped first
@@ -323,8 +462,24 @@ def load_task(name: str, seed: int = 0) -> tuple[AnnData, AnnData, dict]:
     >>> info["dim"]  # doctest: +SKIP
     3
     """
+    if name in SPOT_TASKS or name in SHIFT_TASKS:
+        base = SPOT_TASKS.get(name) or SHIFT_TASKS[name]
+        reference, query, info = load_task(base, seed=seed)
+        if name in SPOT_TASKS:
+            reference = _spots_reference(reference, info)
+            description = f"{info['description']}; reference pooled into spots of ~{CELLS_PER_SPOT:g} cells"
+        else:
+            query = platform_shift(query, seed=seed)
+            description = (
+                f"{info['description']}; query thinned to {SHIFT_DEPTH:g} with per-gene capture factors"
+            )
+        info = {**info, "name": name, "description": description, "base": base}
+        for a in (reference, query):
+            a.uns["task"]["task_name"] = name
+        logger.info("task %s: %d reference, %d query cells", name, reference.n_obs, query.n_obs)
+        return reference, query, info
     if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; choose from {list(TASKS)}.")
+        raise ValueError(f"Unknown task {name!r}; choose from {list(ALL_TASKS)}.")
     if name.startswith("osmfish") or name.startswith("embryo"):
         if name.startswith("osmfish"):
             adata = datasets.osmfish_cortex()

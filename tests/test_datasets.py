@@ -21,6 +21,7 @@ def test_public_names():
             "drosophila_scrna",
             "osmfish_cortex",
             "osmfish_scrna",
+            "pool_spots",
             "split_by_mask",
             "split_halves",
             "synthetic_tissue",

@@ -18,9 +18,9 @@ def query(tissue):
     return q, truth
 
 
-def test_weight_zero_is_the_default_layout(trained, query):
+def test_weight_zero_is_the_layout_without_a_prior(trained, query):
     q, truth = query
-    default = trained.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None)
+    default = trained.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None, prior=None)
     mixed = trained.get_latent_coordinates(
         q, seed=0, key_added=None, uncertainty=None, prior=truth, prior_weight=0.0
     )
@@ -103,3 +103,20 @@ def test_other_options_are_checked_before_the_knn_prior_is_computed(trained, que
         trained.get_latent_coordinates(q, seed=0, prior="knn", uncertainty="spread")
     with pytest.raises(ValueError, match="prior_weight must be in"):
         trained.get_latent_coordinates(q, seed=0, prior="knn", prior_weight=-0.1)
+
+
+def test_auto_prior_is_knn_with_the_reference_and_none_without(trained, query, tmp_path):
+    q, _ = query
+    kw = {"seed": 0, "key_added": None, "uncertainty": None}
+    default = trained.get_latent_coordinates(q, **kw)
+    np.testing.assert_allclose(default, trained.get_latent_coordinates(q, prior="knn", **kw), atol=1e-6)
+    assert not np.allclose(default, trained.get_latent_coordinates(q, prior=None, **kw), atol=1e-3)
+    # the reference itself is placed without a prior (its kNN regression would be its own positions)
+    np.testing.assert_allclose(
+        trained.get_latent_coordinates(None, **kw), trained.get_latent_coordinates(None, prior=None, **kw)
+    )
+    trained.save(tmp_path / "model")
+    loaded = sem.SpatialEDM.load(tmp_path / "model")
+    np.testing.assert_allclose(
+        loaded.get_latent_coordinates(q, **kw), trained.get_latent_coordinates(q, prior=None, **kw), atol=1e-5
+    )

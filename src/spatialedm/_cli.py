@@ -28,7 +28,8 @@ _PREDICT_EPILOG = """\
 examples:
   spatialedm predict model/ query.h5ad -o query_placed.h5ad
   spatialedm predict model/ query.h5ad -o out.h5ad --n-samples 8 --seed 1
-  spatialedm predict model/ query.h5ad -o out.h5ad --prior knn --reference reference.h5ad
+  spatialedm predict model/ query.h5ad -o out.h5ad --reference reference.h5ad
+  spatialedm predict model/ query.h5ad -o out.h5ad --reference reference.h5ad --prior none
   spatialedm predict model/ query.h5ad -o out.h5ad --shape-weight 1
 
 Genes are matched to the model by name; extra genes are ignored. The output is the query with
@@ -123,15 +124,18 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--set-size", type=int, default=None, help="Cells per set (default: the model's).")
     pred.add_argument(
         "--prior",
-        choices=("knn",),
-        default=None,
-        help="Let the refiner correct the reference's kNN-regression placement (needs --reference).",
+        choices=("auto", "knn", "none"),
+        default="auto",
+        help="The placement the refiner corrects with the generator's: the reference's kNN regression "
+        "('knn', needs --reference), none, or 'auto' (default): knn when --reference is given, else none.",
     )
     pred.add_argument(
         "--prior-weight", type=float, default=0.5, help="Weight of the prior against the generator (0.5)."
     )
     pred.add_argument(
-        "--reference", default=None, help="The reference .h5ad the model was trained on (for --prior knn)."
+        "--reference",
+        default=None,
+        help="The reference .h5ad the model was trained on (its kNN regression is the default prior).",
     )
     pred.add_argument(
         "--shape-weight",
@@ -240,7 +244,7 @@ def _predict(args) -> None:
         raise CLIError(f"model folder not found: {args.model}")
     if args.n_samples < 1:
         raise CLIError(f"--n-samples must be at least 1, got {args.n_samples}.")
-    if args.prior and args.reference is None:
+    if args.prior == "knn" and args.reference is None:
         raise CLIError(f"--prior {args.prior} needs --reference, the .h5ad the model was trained on.")
     _check_output_file(args.output)
     query = _read(args.query)
@@ -263,7 +267,7 @@ def _predict(args) -> None:
         key_added=args.key_added,
         set_size=args.set_size,
         seed=args.seed,
-        prior=args.prior,
+        prior=None if args.prior == "none" else args.prior,
         prior_weight=args.prior_weight,
         shape_weight=args.shape_weight,
     )
@@ -314,7 +318,7 @@ def _demo(args) -> None:
     model.train(max_epochs=args.max_epochs)
     train_s = time.time() - start
     query.obsm["X_spatialedm_generator"] = model.get_latent_coordinates(
-        query, refine=False, seed=args.seed, key_added=None
+        query, refine=False, seed=args.seed, key_added=None, prior=None
     )
     model.get_latent_coordinates(query, seed=args.seed)  # writes obsm["X_spatialedm"]
     query.obsm["X_spatialedm_shape"] = model.get_latent_coordinates(
@@ -323,9 +327,9 @@ def _demo(args) -> None:
     logger.info("Baselines: kNN regression, 1-NN, optimal transport, expression PCA ...")
     layouts = {
         "spatialedm (generator)": query.obsm["X_spatialedm_generator"],
-        "spatialedm (generator + refiner)": query.obsm["X_spatialedm"],
-        'spatialedm (prior="knn")': model.get_latent_coordinates(
-            query, seed=args.seed, key_added=None, uncertainty=None, prior="knn"
+        "spatialedm (default)": query.obsm["X_spatialedm"],
+        "spatialedm (prior=None)": model.get_latent_coordinates(
+            query, seed=args.seed, key_added=None, uncertainty=None, prior=None
         ),
         "spatialedm (shape_weight=1)": query.obsm["X_spatialedm_shape"],
         "kNN regression (tuned)": baselines.knn_regression(reference, query),

@@ -17,6 +17,7 @@ import torch.distributed as dist
 from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset
 
+from ._augmentation import count_views
 from ._config import SetConfig
 from ._constants import REGISTRY_KEYS
 from .geometry import unit_rms
@@ -137,6 +138,9 @@ class SetDataset(Dataset):
         Seed of the set draws.
     fixed
         Draw the sets once and serve the same ones every epoch (validation).
+    views
+        Re-measured copies of ``expression`` (:func:`~spatialedm._augmentation.count_views`): each set
+        reads ``expression`` or one copy, each equally likely.
     """
 
     def __init__(
@@ -147,8 +151,10 @@ class SetDataset(Dataset):
         n_sets: int,
         seed: int,
         fixed: bool = False,
+        views: list[np.ndarray] | None = None,
     ):
         self.expression = expression
+        self.views = [expression, *(views or [])]
         self.coords = coords
         self.sampler = sampler
         self.n_sets = n_sets
@@ -173,9 +179,15 @@ class SetDataset(Dataset):
         return self.n_sets
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        idx = self.fixed_sets[i] if self.fixed_sets is not None else self.sampler.draw(self.rng)
+        if self.fixed_sets is not None:  # validation reads the reference as it was measured
+            idx, expression = self.fixed_sets[i], self.expression
+        else:
+            idx = self.sampler.draw(self.rng)
+            expression = (
+                self.views[self.rng.integers(len(self.views))] if len(self.views) > 1 else self.expression
+            )
         c = unit_rms(self.coords[idx])
-        return {REGISTRY_KEYS.X_KEY: self.expression[idx], REGISTRY_KEYS.SPATIAL_KEY: c.astype(np.float32)}
+        return {REGISTRY_KEYS.X_KEY: expression[idx], REGISTRY_KEYS.SPATIAL_KEY: c.astype(np.float32)}
 
 
 def collate_sets(items: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -238,9 +250,10 @@ class SetDataSplitter(pl.LightningDataModule):
         super().__init__()
         self.config = config
         setup = adata_manager.registry["setup_args"]
-        expression = preprocessor.transform(
+        view = preprocessor.view(
             adata_manager.adata, layer=setup.get("layer"), batch_key=setup.get("batch_key"), what="reference"
         )
+        expression = view.all_rows()
         coords = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.SPATIAL_KEY), dtype=np.float64)
         sections = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         rng = np.random.default_rng(seed)
@@ -253,9 +266,19 @@ class SetDataSplitter(pl.LightningDataModule):
         self.train_idx = np.flatnonzero(~self.val_mask)
         self.val_idx = np.flatnonzero(self.val_mask)
         self.n_train, self.n_val = len(self.train_idx), len(self.val_idx)
+        views = None
+        if config.count_views > 0 and view.is_counts:
+            views = count_views(
+                view,
+                config.count_views,
+                np.random.default_rng([seed, 3]),
+                min_depth=config.min_depth,
+                capture_sd=config.capture_sd,
+                n_programs=config.split_programs,
+            )
         train_sampler = SetSampler(self.coords, sections, ~self.val_mask, config)
         self.train_dataset = SetDataset(
-            expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1
+            expression, self.coords, train_sampler, config.n_sets_per_epoch, seed + 1, views=views
         )
         self.val_dataset = None
         if self.n_val >= 2 and config.n_validation_sets > 0:

@@ -283,7 +283,7 @@ class SpatialEDM(BaseModelClass):
         stochastic: bool = False,
         relax: bool = True,
         uncertainty: str | None = "ranks",
-        prior: str | np.ndarray | None = None,
+        prior: str | np.ndarray | None = "auto",
         prior_weight: float = 0.5,
         shape_weight: float = 0.0,
         key_added: str | None = DEFAULT_KEY_ADDED,
@@ -329,8 +329,10 @@ class SpatialEDM(BaseModelClass):
             principal components chosen on held-out parts of the reference; needs the reference, so a
             loaded model must be loaded with ``adata=reference``), or an ``(n_cells, d)`` array of positions
             from any method (optimal transport, Tangram; any frame and scale). Each set's prior is moved
-            onto the generator's layout and mixed into it, and the refiner corrects the mix. ``None``: the
-            generator's layout alone.
+            onto the generator's layout and mixed into it, and the refiner corrects the mix. ``"auto"``
+            (default): ``"knn"`` when the model holds its reference (trained in this session, or loaded
+            with ``adata=reference``) and ``adata`` is given, else none. ``None``: the generator's layout
+            alone.
         prior_weight
             Weight of the prior in that mix, in [0, 1] (1: the refiner corrects the prior alone).
         shape_weight
@@ -357,9 +359,9 @@ class SpatialEDM(BaseModelClass):
         >>> coords.shape == (query.n_obs, 2) and "X_spatialedm" in query.obsm
         True
 
-        The refiner correcting the reference's kNN-regression placement instead (the model has its reference):
+        The network's layout alone, without the reference's kNN-regression placement mixed in:
 
-        >>> model.get_latent_coordinates(query, seed=0, prior="knn", key_added=None).shape
+        >>> model.get_latent_coordinates(query, seed=0, prior=None, key_added=None).shape
         (120, 2)
 
         The layout stretched to the reference tissue's proportions, for viewing:

@@ -15,8 +15,9 @@ from anndata import AnnData
 from ._validation import check_fraction
 from .baselines import knn_regression
 
-#: Prior placements computed by the package (besides an array given by the user).
-PRIORS = ("knn",)
+#: Prior placements computed by the package (besides an array given by the user); ``"auto"`` is ``"knn"``
+#: when the model holds its reference and cells other than the reference are placed, else none.
+PRIORS = ("auto", "knn")
 
 
 def check_prior_weight(prior_weight: float) -> float:
@@ -35,7 +36,8 @@ def resolve_prior(model, adata: AnnData | None, prior, n_obs: int, seed: int | N
         The cells to place (``None``: the reference itself).
     prior
         ``None``, ``"knn"`` (:func:`~spatialedm.baselines.knn_regression` of the registered reference, with
-        its number of neighbours and principal components chosen on held-out parts of the reference) or
+        its number of neighbours and principal components chosen on held-out parts of the reference),
+        ``"auto"`` (``"knn"`` when the model holds its reference and ``adata`` is given, else ``None``) or
         an array of positions, one row per cell (any frame and scale).
     n_obs
         Number of cells to place.
@@ -46,6 +48,8 @@ def resolve_prior(model, adata: AnnData | None, prior, n_obs: int, seed: int | N
     -------
     The prior layout, or ``None``.
     """
+    if isinstance(prior, str) and prior == "auto":
+        prior = "knn" if adata is not None and model.adata is not None else None
     if prior is None:
         return None
     n_spatial = int(model.module.n_spatial)
