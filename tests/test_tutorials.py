@@ -46,7 +46,7 @@ def kernel_here(tmp_path, monkeypatch):
 
 
 def test_every_tutorial_is_collected():
-    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "embryo_3d", "diagnostics"}
+    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "cells_onto_spots", "embryo_3d", "diagnostics"}
 
 
 @pytest.mark.slow
