@@ -1,0 +1,70 @@
+"""The package's structure: which modules may import which."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import spatialedm
+
+PACKAGE = Path(spatialedm.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of the package that ``path`` imports anywhere (top level or inside functions).
+
+    Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+    """
+    tree = ast.parse(path.read_text())
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    skipped = {
+        id(node)
+        for guard in ast.walk(tree)
+        if isinstance(guard, ast.If) and "TYPE_CHECKING" in ast.unparse(guard.test)
+        for stmt in guard.body
+        for node in ast.walk(stmt)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("spatialedm")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("spatialedm"):
+                continue
+            # ``from . import metrics`` imports that module; ``from .x import y`` imports module x
+            modules = {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
+            found |= modules if len(modules) == len(node.names) else modules | {target}
+    return {name for name in found if _is_module(name)}
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split(".")[1:])
+    return (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file()
+
+
+def _graph() -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_no_product_module_imports_the_baselines():
+    # The baselines are the benchmark's yardstick; what the product runs (prior="knn") lives in _knn.
+    # Only the package (which exposes sem.baselines) and the CLI's demo, which prints the model's scores
+    # beside the baselines' as the tutorials do, may import them.
+    users = {"spatialedm", "spatialedm._cli"}
+    importers = sorted(
+        mod for mod, deps in _graph().items() if "spatialedm.baselines" in deps and mod not in users
+    )
+    assert importers == []
