@@ -68,3 +68,25 @@ def test_no_product_module_imports_the_baselines():
         mod for mod, deps in _graph().items() if "spatialedm.baselines" in deps and mod not in users
     )
     assert importers == []
+
+
+def test_no_import_cycle():
+    graph = _graph()
+    # a package's __init__ imports its submodules to re-export them; that edge is not a dependency
+    edges = {mod: {d for d in deps if not d.startswith(mod + ".")} for mod, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(mod, stack):
+        state[mod] = 1
+        for dep in sorted(edges.get(mod, ())):
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep) :] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[mod] = 2
+
+    for mod in sorted(edges):
+        if mod not in state:
+            visit(mod, [mod])
+    assert cycles == []
