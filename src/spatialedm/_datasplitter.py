@@ -18,10 +18,8 @@ from scipy.spatial import cKDTree
 from torch.utils.data import DataLoader, Dataset
 
 from ._config import SetConfig
-from ._constants import REGISTRY_KEYS
+from ._constants import MASK_KEY, REGISTRY_KEYS
 from .geometry import unit_rms
-
-MASK_KEY = "mask"
 
 
 def normalize_sections(coords: np.ndarray, sections: np.ndarray) -> np.ndarray:
