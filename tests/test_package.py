@@ -90,3 +90,76 @@ def test_no_import_cycle():
         if mod not in state:
             visit(mod, [mod])
     assert cycles == []
+
+
+_LIST_IMPORTS = """
+import json, sys
+before = set(sys.modules)
+import spatialedm
+print(json.dumps([m for m in sys.modules if m not in before and not m.startswith("spatialedm")]))
+"""
+
+_COMPARE = """
+import importlib, json, logging, sys, warnings
+
+def snapshot():
+    loggers = {
+        name: (log.level, log.disabled, log.propagate, len(log.filters), len(log.handlers))
+        for name, log in logging.root.manager.loggerDict.items()
+        if isinstance(log, logging.Logger) and not name.startswith("spatialedm")
+    }
+    root = logging.getLogger()
+    loggers["<root>"] = (root.level, root.disabled, True, len(root.filters), len(root.handlers))
+    return [repr(f) for f in warnings.filters], loggers
+
+for name in json.loads(sys.stdin.read()):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+filters, loggers = snapshot()
+import spatialedm
+filters_after, loggers_after = snapshot()
+changed = sorted(n for n in loggers if loggers_after[n] != loggers[n])
+filtered_new = sorted(n for n in loggers_after if n not in loggers and loggers_after[n][3])
+print(json.dumps({"filters": filters_after == filters, "changed": changed, "filtered_new": filtered_new}))
+"""
+
+
+def test_import_leaves_other_libraries_alone():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")])
+    )
+
+    def run(script, stdin=""):
+        out = subprocess.run(
+            [sys.executable, "-c", script], input=stdin, capture_output=True, text=True, env=env, check=True
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    # Everything spatialedm imports is imported first, so that only spatialedm's own import-time code
+    # runs between the two snapshots (third-party libraries set up their own loggers when imported).
+    dependencies = run(_LIST_IMPORTS)
+    result = json.loads(run(_COMPARE, dependencies))
+    assert result == {"filters": True, "changed": [], "filtered_new": []}
+
+
+def test_quiet_third_party_restores_the_filters_after_an_error():
+    import logging
+    import warnings
+
+    import pytest
+
+    from spatialedm._logging import MESSAGES, quiet_third_party
+
+    loggers = [logging.getLogger(name) for name, _ in MESSAGES]
+    before = list(warnings.filters), [list(log.filters) for log in loggers]
+    with pytest.raises(RuntimeError), quiet_third_party():
+        assert all(log.filters for log in loggers)
+        raise RuntimeError
+    assert (list(warnings.filters), [list(log.filters) for log in loggers]) == before

@@ -5,11 +5,8 @@ from importlib.metadata import PackageNotFoundError, version
 from . import baselines, datasets, diagnostics, edm, geometry, metrics, pl, transfer
 from ._config import ModelConfig, SetConfig
 from ._legacy import convert_legacy_model
-from ._logging import install_filters
 from ._model import SpatialEDM
 from ._preprocessing import Preprocessor
-
-install_filters()
 
 try:
     __version__ = version("spatialedm")

@@ -19,6 +19,7 @@ from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
 from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor, check_options, embed_rows, write_layout
+from ._logging import quiet_third_party
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._prior import check_prior_weight, resolve_prior
@@ -164,7 +165,8 @@ class SpatialEDM(BaseModelClass):
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with quiet_third_party():
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     def train(
