@@ -448,8 +448,10 @@ class SpatialEDM(BaseModelClass):
             Folder written by :meth:`save`.
         adata
             Reference AnnData to attach: the AnnData the model was set up on (its genes in the same order,
-            with coordinates), even when the model reads only its most variable genes; any other AnnData
-            (a query) is not attached (pass it to :meth:`get_latent_coordinates` instead).
+            with coordinates), even when the model reads only its most variable genes. An AnnData that
+            lacks any of the model's genes is refused with their number and first names (cells that lack
+            some genes go to :meth:`get_latent_coordinates`, which sets them to the reference mean); any
+            other AnnData (a query) is not attached (pass it to :meth:`get_latent_coordinates` instead).
         prefix
             Prefix given to :meth:`save`.
         accelerator, device

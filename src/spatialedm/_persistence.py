@@ -35,7 +35,7 @@ import torch
 from anndata import AnnData
 from scvi.model._utils import parse_device_args
 
-from ._genes import match_genes
+from ._genes import require_all_genes
 from ._proportions import tissue_proportions
 from ._spacing import tissue_spacing
 
@@ -299,7 +299,9 @@ def load_model(
     adata
         Reference AnnData to attach: it must hold the genes the model was set up on, in that order (more
         than the model's own genes when it kept only the most variable ones), and the registered
-        coordinates; any other AnnData (a query) is only checked for the model's genes and not attached.
+        coordinates. An AnnData that lacks any of the model's genes is refused (see
+        :func:`~spatialedm._genes.require_all_genes`); any other AnnData (e.g. a query holding all of them)
+        is not attached.
     prefix
         File-name prefix.
     accelerator, device
@@ -322,7 +324,9 @@ def load_model(
         adata = ad.read_h5ad(adata_path)
     passed = adata
     if adata is not None:
-        match_genes(adata.var_names, genes, what="AnnData passed to load", warn=False)
+        # the AnnData given to load stands for the training reference: a partial one would silently
+        # feed prior="knn", the transfer functions and measurements on load with other cells or genes
+        require_all_genes(adata.var_names, genes, what="AnnData passed to load")
         # The reference holds the genes it was registered with, which are more than the model's own
         # when the model kept only the most variable ones (``n_top_genes``).
         is_reference = (
