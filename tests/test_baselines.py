@@ -9,6 +9,7 @@ import pytest
 from benchmarks.tasks import split_section
 from sklearn.neighbors import KNeighborsRegressor, NearestNeighbors
 
+import spatialedm._knn as knn
 import spatialedm.baselines as bl
 from spatialedm.baselines import (
     expression_pca,
@@ -83,8 +84,8 @@ def test_cv_prediction_matches_kneighbors_regressor():
     test = np.r_[rng.normal(size=(20, 3)), train[:3]]  # the last three sit exactly on training cells
     dist, idx = NearestNeighbors(n_neighbors=7).fit(train).kneighbors(test)
     expected = KNeighborsRegressor(n_neighbors=7, weights="distance").fit(train, y).predict(test)
-    np.testing.assert_allclose(bl._distance_weighted(dist, idx, y), expected, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(bl._distance_weighted(dist, idx, y)[-3:], y[:3], atol=1e-12)
+    np.testing.assert_allclose(knn._distance_weighted(dist, idx, y), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(knn._distance_weighted(dist, idx, y)[-3:], y[:3], atol=1e-12)
 
 
 def test_knn_recovers_layout_of_single_section():
@@ -117,7 +118,7 @@ def test_selection_never_reads_the_query(two_sections, monkeypatch, sections):
         seen.append(np.asarray(true, dtype=np.float64))
         return cellwise_spearman(pred, true, **kwargs)
 
-    monkeypatch.setattr(bl, "cellwise_spearman", spy)
+    monkeypatch.setattr(knn, "cellwise_spearman", spy)
     _, params = knn_regression(ref, query, batch_key=batch_key, return_params=True)
     assert seen
     coords = np.asarray(ref.obsm["spatial"], dtype=np.float64)
@@ -252,7 +253,7 @@ def test_procrustes_align_recovers_similarity():
     target = rng.normal(size=(50, 2))
     q, _ = np.linalg.qr(rng.normal(size=(2, 2)))
     source = 3.0 * target @ q + np.array([5.0, -2.0])
-    np.testing.assert_allclose(bl._procrustes_align(source, target), target, atol=1e-10)
+    np.testing.assert_allclose(knn._procrustes_align(source, target), target, atol=1e-10)
 
 
 def test_multisection_alignment_beats_naive_average(two_sections, monkeypatch):
@@ -260,7 +261,7 @@ def test_multisection_alignment_beats_naive_average(two_sections, monkeypatch):
     truth = query.obsm["spatial"]
     aligned = knn_regression(ref, query, batch_key="section", n_neighbors=10, n_comps=30)
     # naive: average the per-section predictions without moving them into one frame
-    monkeypatch.setattr(bl, "_procrustes_align", lambda source, target: source)
+    monkeypatch.setattr(knn, "_procrustes_align", lambda source, target: source)
     naive = knn_regression(ref, query, batch_key="section", n_neighbors=10, n_comps=30)
     s_aligned = cellwise_spearman(aligned, truth)
     s_naive = cellwise_spearman(naive, truth)
@@ -276,7 +277,7 @@ def test_multisection_alignment_beats_naive_average(two_sections, monkeypatch):
 
 
 def test_selection_keeps_the_plain_recipe_unless_clearly_beaten():
-    from spatialedm.baselines import _one_se_choice
+    from spatialedm._knn import _one_se_choice
 
     rng = np.random.default_rng(0)
     # 8 held-out parts of different difficulty (the spread that dominates real fold scores), candidates

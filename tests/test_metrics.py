@@ -293,7 +293,7 @@ def test_sliced_wasserstein_chunks_and_seed(monkeypatch):
     assert a != M.sliced_wasserstein(pred, true, n_directions=64, seed=4)
     assert a == pytest.approx(M.sliced_wasserstein(pred, true, n_directions=64, seed=4), rel=0.2)
     # 3 directions per chunk (with a ragged last chunk) give the same value as one chunk
-    monkeypatch.setattr(M, "_CHUNK_ELEMENTS", 3 * 500)
+    monkeypatch.setattr(M._common, "_CHUNK_ELEMENTS", 3 * 500)
     assert M.sliced_wasserstein(pred, true, n_directions=64, seed=3) == pytest.approx(a, rel=1e-12)
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import spatialedm as sem
-from spatialedm._datasplitter import MASK_KEY, SetDataSplitter
+from spatialedm._constants import MASK_KEY
+from spatialedm._datasplitter import SetDataSplitter
 from spatialedm._module import SpatialEDMModule
 from spatialedm.geometry import random_orthogonal
 

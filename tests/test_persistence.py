@@ -45,6 +45,30 @@ def test_save_anndata_round_trip(trained, tmp_path):
     assert loaded.adata is not None and loaded.adata.n_obs == trained.adata.n_obs
 
 
+def test_load_refuses_an_anndata_that_lacks_model_genes(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    genes = list(trained.adata.var_names)
+    # half of the model's genes: enough for a query (25%), not for the reference load attaches
+    partial = trained.adata[:, genes[:10]].copy()
+    with pytest.raises(ValueError, match=r"shares 10 of the model's 20 genes: it lacks 10 \(\[") as err:
+        sem.SpatialEDM.load(tmp_path / "m", adata=partial)
+    assert f"({genes[10:15]}, ...)" in str(err.value)  # the first five of them
+    assert "get_latent_coordinates" in str(err.value)
+    one_short = trained.adata[:, genes[1:]].copy()
+    with pytest.raises(ValueError, match=rf"it lacks 1 \(\['{genes[0]}'\]\)"):
+        sem.SpatialEDM.load(tmp_path / "m", adata=one_short)
+    # the reference itself still loads, and an AnnData holding all the genes in another order is accepted
+    assert sem.SpatialEDM.load(tmp_path / "m", adata=trained.adata.copy()).adata is not None
+    shuffled = trained.adata[:, genes[::-1]].copy()
+    assert (
+        sem.SpatialEDM.load(tmp_path / "m", adata=shuffled).adata is None
+    )  # not the reference: not attached
+    # and the cells lacking genes are still placed when passed to get_latent_coordinates
+    loaded = sem.SpatialEDM.load(tmp_path / "m")
+    with pytest.warns(UserWarning, match="shares 10 of the model's 20 genes"):
+        assert loaded.get_latent_coordinates(partial, seed=0, key_added=None).shape == (partial.n_obs, 2)
+
+
 def test_weights_with_a_pickle_payload_are_refused(trained, tmp_path):
     folder = tmp_path / "m"
     trained.save(folder)

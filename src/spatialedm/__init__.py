@@ -4,12 +4,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import baselines, datasets, diagnostics, edm, geometry, metrics, pl, transfer
 from ._config import ModelConfig, SetConfig
-from ._logging import install_filters
+from ._legacy import convert_legacy_model
 from ._model import SpatialEDM
-from ._persistence import convert_legacy_model
 from ._preprocessing import Preprocessor
-
-install_filters()
 
 try:
     __version__ = version("spatialedm")

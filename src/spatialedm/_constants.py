@@ -1,4 +1,4 @@
-"""Registry keys for the AnnData fields that :class:`~spatialedm.SpatialEDM` registers."""
+"""Constants shared by several modules: registry keys, batch keys, training stages and output keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ class _REGISTRY_KEYS_NT(NamedTuple):
 
 
 REGISTRY_KEYS = _REGISTRY_KEYS_NT()
+
+#: Key of the batch entry holding each set's padding mask (written by the data splitter, read by the
+#: module's losses and the training plan).
+MASK_KEY = "mask"
+#: Training stages, in order: spatial-contrastive encoder, generator, refiner.
+STAGES = ("encoder", "generator", "refiner")
 
 #: Key of ``obsm`` that :meth:`~spatialedm.SpatialEDM.get_latent_coordinates` writes by default.
 DEFAULT_KEY_ADDED = "X_spatialedm"

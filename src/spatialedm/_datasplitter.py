@@ -19,10 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._augmentation import count_views
 from ._config import SetConfig
-from ._constants import REGISTRY_KEYS
+from ._constants import MASK_KEY, REGISTRY_KEYS
 from .geometry import unit_rms
-
-MASK_KEY = "mask"
 
 
 def normalize_sections(coords: np.ndarray, sections: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from ._constants import DEFAULT_KEY_ADDED, REGISTRY_KEYS
 from ._datasplitter import SetDataSplitter
 from ._docs import as_method, placement_dsp
 from ._inference import LayoutPredictor, check_options, embed_rows, write_layout
+from ._logging import quiet_third_party
 from ._module import SpatialEDMModule
 from ._preprocessing import ExpressionView, Preprocessor, principal_axes
 from ._prior import check_prior_weight, resolve_prior
@@ -164,7 +165,8 @@ class SpatialEDM(BaseModelClass):
             CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, labels_key),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
-        adata_manager.register_fields(adata, **kwargs)
+        with quiet_third_party():
+            adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
 
     def train(
@@ -448,8 +450,10 @@ class SpatialEDM(BaseModelClass):
             Folder written by :meth:`save`.
         adata
             Reference AnnData to attach: the AnnData the model was set up on (its genes in the same order,
-            with coordinates), even when the model reads only its most variable genes; any other AnnData
-            (a query) is not attached (pass it to :meth:`get_latent_coordinates` instead).
+            with coordinates), even when the model reads only its most variable genes. An AnnData that
+            lacks any of the model's genes is refused with their number and first names (cells that lack
+            some genes go to :meth:`get_latent_coordinates`, which sets them to the reference mean); any
+            other AnnData (a query) is not attached (pass it to :meth:`get_latent_coordinates` instead).
         prefix
             Prefix given to :meth:`save`.
         accelerator, device

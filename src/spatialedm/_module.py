@@ -8,15 +8,11 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
 from . import edm
 from ._config import ModelConfig
-from ._constants import REGISTRY_KEYS
-from ._datasplitter import MASK_KEY
+from ._constants import MASK_KEY, REGISTRY_KEYS, STAGES
 from ._preprocessing import reads_components
 from ._proportions import stretch_to_proportions, variance_shares
 from .geometry import align, aligned_mse, center, rms
 from .nn import ExpressionEncoder, LayoutGenerator, ResidualDenoiser, SetContextEncoder
-
-#: Training stages, in order: spatial-contrastive encoder, generator, refiner.
-STAGES = ("encoder", "generator", "refiner")
 
 
 def _check_finite(v: torch.Tensor, stage: str) -> torch.Tensor:

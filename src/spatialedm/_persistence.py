@@ -10,7 +10,12 @@ A saved model is three files in one folder, each name starting with an optional 
 
 Loading checks the checksum, that every weight is finite and that the tensors fit the network, before
 anything is built. Files written by spatialedm 0.1.0 (a pickled ``model.pt``, which can run code when
-unpickled) are refused unless converted once, explicitly, with :func:`convert_legacy_model`.
+unpickled) are refused unless converted once, explicitly, with
+:func:`~spatialedm.convert_legacy_model` (``_legacy.py``). Fields added to the format later (the cell
+spacing, the tissue proportions) are measured on load when missing.
+
+This module never imports the model class: :meth:`~spatialedm.SpatialEDM.load` passes it in, which keeps
+the model's module (which imports this one) out of an import cycle.
 """
 
 from __future__ import annotations
@@ -28,6 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scvi.model._utils import parse_device_args
+
+from ._genes import require_all_genes
+from ._proportions import tissue_proportions
+from ._spacing import tissue_spacing
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +299,9 @@ def load_model(
     adata
         Reference AnnData to attach: it must hold the genes the model was set up on, in that order (more
         than the model's own genes when it kept only the most variable ones), and the registered
-        coordinates; any other AnnData (a query) is only checked for the model's genes and not attached.
+        coordinates. An AnnData that lacks any of the model's genes is refused (see
+        :func:`~spatialedm._genes.require_all_genes`); any other AnnData (e.g. a query holding all of them)
+        is not attached.
     prefix
         File-name prefix.
     accelerator, device
@@ -299,10 +311,6 @@ def load_model(
     -------
     The loaded model, in evaluation mode.
     """
-    from scvi.model._utils import parse_device_args
-
-    from ._genes import match_genes
-
     metadata, state, adata_path = read_checked(dir_path, prefix)
     if metadata.get("class") != cls.__name__:
         raise ModelFileError(f"{dir_path} holds a {metadata.get('class')} model, not a {cls.__name__}.")
@@ -316,7 +324,9 @@ def load_model(
         adata = ad.read_h5ad(adata_path)
     passed = adata
     if adata is not None:
-        match_genes(adata.var_names, genes, what="AnnData passed to load", warn=False)
+        # the AnnData given to load stands for the training reference: a partial one would silently
+        # feed prior="knn", the transfer functions and measurements on load with other cells or genes
+        require_all_genes(adata.var_names, genes, what="AnnData passed to load")
         # The reference holds the genes it was registered with, which are more than the model's own
         # when the model kept only the most variable ones (``n_top_genes``).
         is_reference = (
@@ -369,10 +379,6 @@ def _reference_coordinates(adata, setup: dict):
 
 def _legacy_spacing(adata, setup: dict):
     """The cell spacing of a model saved without one: measured on the AnnData passed, else 0 (no relaxation)."""
-    import torch
-
-    from ._spacing import tissue_spacing
-
     reference = _reference_coordinates(adata, setup)
     if reference is not None:
         return torch.tensor(tissue_spacing(*reference))
@@ -385,10 +391,6 @@ def _legacy_spacing(adata, setup: dict):
 
 def _legacy_proportions(adata, setup: dict, n_spatial: int):
     """The tissue proportions of a model saved without them: measured on the AnnData passed, else zeros."""
-    import torch
-
-    from ._proportions import tissue_proportions
-
     reference = _reference_coordinates(adata, setup)
     if reference is not None:
         return torch.from_numpy(tissue_proportions(*reference)).float()
@@ -397,79 +399,3 @@ def _legacy_proportions(adata, setup: dict, n_spatial: int):
         "AnnData to measure them (needed for shape_weight > 0)."
     )
     return torch.zeros(n_spatial)
-
-
-def convert_legacy_model(
-    dir_path, out_path=None, *, trust_pickle: bool = False, prefix: str | None = None
-) -> Path:
-    """Convert a model folder saved by spatialedm 0.1.0 (pickled ``model.pt``) to the current format.
-
-    The old format is a Python pickle: opening it can run arbitrary code. Convert only files whose origin
-    you trust, once; the converted folder then loads safely with :meth:`~spatialedm.SpatialEDM.load`.
-
-    Parameters
-    ----------
-    dir_path
-        The old model folder.
-    out_path
-        Folder for the converted model (default: ``dir_path`` itself; ``model.pt`` is left in place).
-    trust_pickle
-        Must be ``True``: you confirm that you trust the file.
-    prefix
-        File-name prefix of the old files.
-
-    Returns
-    -------
-    The folder holding the converted model.
-
-    Examples
-    --------
-    Not run here (it needs a folder saved by spatialedm 0.1.0):
-
-    >>> convert_legacy_model("old_model", "model_v2", trust_pickle=True)  # doctest: +SKIP
-    """
-    from ._model import SpatialEDM
-
-    if not trust_pickle:
-        raise ValueError(
-            "Converting opens a pickle, which can run code: pass trust_pickle=True only for a file you trust."
-        )
-    prefix = check_prefix(prefix)
-    path = Path(dir_path) / (prefix + LEGACY_FILE)
-    if not path.is_file():
-        raise FileNotFoundError(f"No spatialedm 0.1.0 model file at {path}.")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    attributes = dict(saved["attr_dict"])
-    config = dict(attributes.pop("model_config_"))
-    for option, default in (
-        ("refiner_target", "residual"),
-        ("refiner_loss", "plain"),
-        ("sigma_data_scale", 1.0),
-    ):
-        if config.pop(option, default) != default:
-            raise ModelFileError(
-                f"The model was trained with the study option {option}={saved['attr_dict']['model_config_'][option]!r}, "
-                "which this version no longer has; retrain it."
-            )
-    config.setdefault("n_pcs", None)  # 0.1.0's encoder read the genes
-    config.setdefault("stretch_generator", False)
-    scaler = attributes.pop("scaler_state_")
-    attributes["preprocessor_"] = {
-        "genes": list(attributes.pop("var_names_")),
-        "is_counts": bool(scaler["is_counts"]),
-        "target_sum": 1e4 if scaler["is_counts"] else None,  # the fixed target of 0.1.0
-        "scale": scaler["scale"],
-        "per_gene": bool(scaler.get("per_gene", True)),
-    }
-    registry = attributes.pop("registry_")
-    attributes.pop("init_params_", None)
-    model = SpatialEDM(None, registry=registry, preprocessor=attributes["preprocessor_"], **config)
-    for key, value in attributes.items():
-        setattr(model, key, value)
-    state = {k: v for k, v in saved["model_state_dict"].items() if k != "pyro_param_store"}
-    state.setdefault("spacing", _legacy_spacing(None, {}))
-    state.setdefault("proportions", _legacy_proportions(None, {}, model.module.proportions.numel()))
-    model.module.load_state_dict(state, strict=True)
-    out = Path(out_path) if out_path is not None else Path(dir_path)
-    save_model(model, out, prefix=prefix, overwrite=True)
-    return out

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
+from ._knn import knn_regression
 from ._validation import check_fraction
-from .baselines import knn_regression
 
 #: Prior placements computed by the package (besides an array given by the user); ``"auto"`` is ``"knn"``
 #: when the model holds its reference and cells other than the reference are placed, else none.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from scvi.train import TrainingPlan
 
-from ._datasplitter import MASK_KEY
-from ._module import STAGES, SpatialEDMModule
+from ._constants import MASK_KEY, STAGES
+from ._module import SpatialEDMModule
 
 
 def stage_epochs(max_epochs: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:

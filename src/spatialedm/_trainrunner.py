@@ -7,6 +7,8 @@ import logging
 from lightning.pytorch.strategies import DDPStrategy
 from scvi.train import TrainRunner
 
+from ._logging import quiet_third_party
+
 logger = logging.getLogger(__name__)
 
 _START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_notebook": "fork"}
@@ -51,21 +53,23 @@ class SpatialEDMTrainRunner(TrainRunner):
         if getattr(data_splitter, "val_dataset", None) is not None:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        super().__init__(
-            model,
-            training_plan=training_plan,
-            data_splitter=data_splitter,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            **trainer_kwargs,
-        )
+        with quiet_third_party():  # Lightning's Trainer advertises its cloud logger when it is built
+            super().__init__(
+                model,
+                training_plan=training_plan,
+                data_splitter=data_splitter,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                **trainer_kwargs,
+            )
 
     def __call__(self):
         """Run training; see the class notes for interrupts and SIGTERM."""
         plan = self.training_plan
         try:
-            out = super().__call__()
+            with quiet_third_party():
+                out = super().__call__()
         except (KeyboardInterrupt, SystemExit) as err:
             # Lightning turns Ctrl-C into SystemExit(1) after a graceful shutdown.
             if isinstance(err, SystemExit) and err.code not in (1, None):
