@@ -167,3 +167,35 @@ def test_shared_data_location(tmp_path, monkeypatch):
     monkeypatch.delenv(tasks.SHARED_DATA_ENV)
     monkeypatch.chdir(tmp_path)
     assert tasks.shared_data_dir() == tmp_path.resolve().parent / "shared" / "data"
+
+
+def test_cells_onto_spots_pools_the_reference_and_keeps_the_query_cells():
+    cells_ref, cells_query, _ = load_task("osmfish_halves")
+    ref, query, info = load_task("osmfish_spots")
+    assert info["base"] == "osmfish_halves" and query.uns["task"]["task_name"] == "osmfish_spots"
+    # the query is the base task's single cells, the reference its cells pooled into ~8-cell spots
+    assert list(query.obs_names) == list(cells_query.obs_names)
+    assert 6 <= cells_ref.n_obs / ref.n_obs <= 10
+    assert ref.obs["n_cells"].sum() == cells_ref.n_obs
+    np.testing.assert_allclose(ref.X.sum(), cells_ref.X.sum(), rtol=1e-6)
+
+
+def test_platform_shift_thins_the_query_gene_by_gene():
+    ratios = tasks.capture_log2_ratios()
+    assert len(ratios) == 33 and abs(ratios.mean()) < 1e-9 and ratios.std() > 1
+    base_ref, base_query, _ = load_task("osmfish_halves")
+    ref, query, _ = load_task("osmfish_shift", seed=0)
+    assert ref.n_obs == base_ref.n_obs  # the reference is untouched
+    before = base_query[query.obs_names].X
+    after = query.X
+    before = np.asarray(before.toarray() if hasattr(before, "toarray") else before)
+    after = np.asarray(after.toarray() if hasattr(after, "toarray") else after)
+    assert (after <= before).all() and after.sum() < before.sum()
+    # a gene's kept fraction follows its capture factor: the best-captured genes keep about all counts
+    kept = after.sum(0) / np.maximum(before.sum(0), 1)
+    expected = np.minimum(
+        1.0, tasks.SHIFT_DEPTH * 2.0 ** ratios.clip(-3, 3).reindex(query.var_names).to_numpy()
+    )
+    np.testing.assert_allclose(kept, expected, atol=0.05)
+    _, other, _ = load_task("osmfish_shift", seed=1)
+    assert not np.array_equal(np.asarray(other.X.sum(0)).ravel(), after.sum(0))

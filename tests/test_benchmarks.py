@@ -36,6 +36,7 @@ def test_tiny_core_benchmark_writes_scored_rows(tmp_path):
     assert set(df["method"]) == {
         "spatialedm_generator",
         "spatialedm_refined",
+        "spatialedm_no_prior",
         "spatialedm_sample",
         "spatialedm_consensus",
         "knn_regression",

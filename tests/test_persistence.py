@@ -29,9 +29,11 @@ def test_round_trip_keeps_layout_and_held_out_block(trained, tissue, tmp_path):
     trained.save(tmp_path / "m")
     loaded = sem.SpatialEDM.load(tmp_path / "m")
     assert loaded.adata is None
+    # prior=None: the trained model holds its reference (whose kNN placement is the default prior), the
+    # loaded one does not
     np.testing.assert_array_equal(
-        loaded.get_latent_coordinates(tissue, seed=3, key_added=None),
-        trained.get_latent_coordinates(tissue, seed=3, key_added=None),
+        loaded.get_latent_coordinates(tissue, seed=3, key_added=None, prior=None),
+        trained.get_latent_coordinates(tissue, seed=3, key_added=None, prior=None),
     )
     np.testing.assert_array_equal(loaded.validation_indices_, trained.validation_indices_)
     assert loaded.preprocessor_ == trained.preprocessor_
@@ -231,8 +233,8 @@ def test_model_saved_before_n_pcs_existed_reads_genes(tiny, tiny_sets, tmp_path)
     assert loaded.module.encoder.net[0].in_features == 60
     assert loaded.module.config.stretch_generator is False
     np.testing.assert_array_equal(
-        loaded.get_latent_coordinates(adata, seed=0, key_added=None),
-        model.get_latent_coordinates(adata, seed=0, key_added=None),
+        loaded.get_latent_coordinates(adata, seed=0, key_added=None, prior=None),
+        model.get_latent_coordinates(adata, seed=0, key_added=None, prior=None),
     )
 
 
@@ -256,7 +258,7 @@ def test_model_saved_before_spacing_existed(trained, tissue, tmp_path):
     assert float(alone.module.spacing) == 0.0
     np.testing.assert_array_equal(
         alone.get_latent_coordinates(tissue, seed=1, key_added=None),
-        trained.get_latent_coordinates(tissue, seed=1, key_added=None, relax=False),
+        trained.get_latent_coordinates(tissue, seed=1, key_added=None, relax=False, prior=None),
     )
     with_reference = sem.SpatialEDM.load(tmp_path / "m", adata=trained.adata.copy())
     assert float(with_reference.module.spacing) == pytest.approx(float(trained.module.spacing), rel=1e-6)

@@ -245,7 +245,7 @@ def test_stretch_generator_is_saved_with_the_model(stretched, query, tmp_path):
     assert loaded.module.config.stretch_generator is True
     np.testing.assert_array_equal(
         loaded.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None),
-        stretched.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None),
+        stretched.get_latent_coordinates(q, seed=0, key_added=None, uncertainty=None, prior=None),
     )
 
 

@@ -263,7 +263,7 @@ def test_wide_panels_read_only_the_most_variable_genes(tiny, tiny_sets, tmp_path
     assert model.module.encoder.net[0].in_features == 12
     model.train(max_epochs=3, accelerator="cpu", datasplitter_kwargs=tiny_sets, enable_progress_bar=False)
     query = adata[:50].copy()
-    coords = model.get_latent_coordinates(query, seed=0, key_added=None)
+    coords = model.get_latent_coordinates(query, seed=0, key_added=None, prior=None)
     model.save(tmp_path / "m")
     loaded = sem.SpatialEDM.load(tmp_path / "m")
     np.testing.assert_array_equal(loaded.get_latent_coordinates(query, seed=0, key_added=None), coords)
@@ -273,6 +273,6 @@ def test_wide_panels_read_only_the_most_variable_genes(tiny, tiny_sets, tmp_path
     assert with_reference.adata is not None and with_reference.adata.n_vars == 30
     np.testing.assert_array_equal(with_reference.validation_indices_, model.validation_indices_)
     np.testing.assert_array_equal(
-        with_reference.get_latent_coordinates(query, seed=0, key_added=None), coords
+        with_reference.get_latent_coordinates(query, seed=0, key_added=None, prior=None), coords
     )
     assert len(sem.SpatialEDM(adata, n_top_genes=None, **tiny).preprocessor_["genes"]) == 30
