@@ -159,7 +159,10 @@ def test_quiet_third_party_restores_the_filters_after_an_error():
 
     loggers = [logging.getLogger(name) for name, _ in MESSAGES]
     before = list(warnings.filters), [list(log.filters) for log in loggers]
-    with pytest.raises(RuntimeError), quiet_third_party():
+    with pytest.raises(RuntimeError), quiet_third_party(training=True):
         assert all(log.filters for log in loggers)
         raise RuntimeError
     assert (list(warnings.filters), [list(log.filters) for log in loggers]) == before
+    # outside training the warning filters are not touched: Python would show already-shown warnings again
+    with quiet_third_party():
+        assert list(warnings.filters) == before[0]

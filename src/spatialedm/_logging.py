@@ -40,11 +40,17 @@ class _DropMessages(logging.Filter):
 
 
 @contextmanager
-def quiet_third_party() -> Iterator[None]:
+def quiet_third_party(*, training: bool = False) -> Iterator[None]:
     """Drop the known third-party messages while the block runs; restore every filter after it.
 
-    The logger filters added are removed again, and :class:`warnings.catch_warnings` restores the
-    warning filters, also when the block raises.
+    The logger filters added are removed again, also when the block raises.
+
+    Parameters
+    ----------
+    training
+        Also ignore the warnings of :data:`WARNINGS` (Lightning's, during a training run), inside a
+        :class:`warnings.catch_warnings` that restores the warning filters. Off elsewhere: any change to
+        the warning filters makes Python show again warnings it had already shown once.
 
     Examples
     --------
@@ -63,9 +69,12 @@ def quiet_third_party() -> Iterator[None]:
         log.addFilter(drop)
         added.append((log, drop))
     try:
-        with warnings.catch_warnings():
-            for message, category in WARNINGS:
-                warnings.filterwarnings("ignore", message=message, category=category)
+        if training:
+            with warnings.catch_warnings():
+                for message, category in WARNINGS:
+                    warnings.filterwarnings("ignore", message=message, category=category)
+                yield
+        else:
             yield
     finally:
         for log, drop in added:

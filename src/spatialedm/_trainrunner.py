@@ -53,7 +53,8 @@ class SpatialEDMTrainRunner(TrainRunner):
         if getattr(data_splitter, "val_dataset", None) is not None:
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
         trainer_kwargs.setdefault("log_every_n_steps", 1)
-        with quiet_third_party():  # Lightning's Trainer advertises its cloud logger when it is built
+        # Lightning's Trainer advertises its cloud logger when it is built
+        with quiet_third_party():
             super().__init__(
                 model,
                 training_plan=training_plan,
@@ -68,7 +69,7 @@ class SpatialEDMTrainRunner(TrainRunner):
         """Run training; see the class notes for interrupts and SIGTERM."""
         plan = self.training_plan
         try:
-            with quiet_third_party():
+            with quiet_third_party(training=True):
                 out = super().__call__()
         except (KeyboardInterrupt, SystemExit) as err:
             # Lightning turns Ctrl-C into SystemExit(1) after a graceful shutdown.
