@@ -165,9 +165,9 @@ class SetConfig(_ConfigMixin):
     n_validation_sets
         Validation sets drawn (once, fixed) from the held-out blocks.
     count_views
-        Re-measured copies of a count reference that training sets also draw their expression from (``0``:
-        none; the default 8 lifts single cells placed from a spot reference, see the docs' notes on
-        measurement shift): each copy thins every cell's counts to a random depth and scales every gene by a random
+        Re-measured copies of a count reference that training sets also draw their expression from (``0``,
+        the default: none; 8 lifts single cells placed from a spot reference but costs a spot-level query
+        of the same technology, see the docs' notes on measurement shift): each copy thins every cell's counts to a random depth and scales every gene by a random
         capture factor, then is preprocessed as a query is, so that the model meets the reference as
         another depth, resolution or platform would measure it. A set reads the original or one copy, each
         equally likely. Ignored for log-normalised references.
@@ -191,7 +191,7 @@ class SetConfig(_ConfigMixin):
     local_fraction: float = 0.5
     validation_fraction: float = 0.1
     n_validation_sets: int = 32
-    count_views: int = 8
+    count_views: int = 0
     min_depth: float = 0.0625
     capture_sd: float = 0.5
     split_programs: int = 0
