@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spatialedm as sem
-from spatialedm._augmentation import count_views, expression_programs, remeasure, split_cells
+from spatialedm._augmentation import count_views, remeasure
 from spatialedm._datasplitter import SetDataSplitter
 
 TINY = {"n_hidden": 32, "n_latent": 16, "dim": 16, "n_inducing": 4, "n_heads": 2, "n_denoiser_blocks": 1}
@@ -95,26 +95,3 @@ def test_log_normalised_reference_trains_without_copies(tissue):
 def test_bad_augmentation_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         sem.SetConfig(**kwargs)
-
-
-def test_programs_recover_pure_profiles_and_split_spots_move_towards_them():
-    rng = np.random.default_rng(0)
-    pure = np.array([[50.0, 50.0, 0.0, 0.0], [0.0, 0.0, 50.0, 50.0]])
-    share = rng.uniform(0, 1, size=(300, 1))
-    spots = rng.poisson(share * pure[0] + (1 - share) * pure[1]).astype(float)
-    weights, programs = expression_programs(spots, 2)
-    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(programs.sum(1), 1.0, rtol=1e-6)
-    # each program is one of the two pure profiles
-    assert sorted(np.round(programs[:, 0] + programs[:, 1], 1).tolist()) == [0.0, 1.0]
-    split = split_cells(spots, weights, programs, np.random.default_rng(1))
-    assert split.shape == spots.shape and (split >= 0).all()
-
-    # a split spot is purer than the spot: the larger of its two halves holds a larger share of the counts
-    def purity(x):
-        half = x[:, :2].sum(1) / np.maximum(x.sum(1), 1)
-        return np.maximum(half, 1 - half)
-
-    assert purity(split).mean() > purity(spots).mean() + 0.05
-    # and the library size is kept on average
-    assert abs(split.sum() / spots.sum() - 1) < 0.05

@@ -12,7 +12,6 @@ gene scale). Training sets draw their expression from a random view, their coord
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 
@@ -57,77 +56,6 @@ def remeasure(
     return thinned
 
 
-def expression_programs(counts: np.ndarray, n_programs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative factorisation of library-normalised counts into expression programs (scikit-learn NMF).
-
-    Parameters
-    ----------
-    counts
-        ``(n, G)`` counts.
-    n_programs
-        Number of programs (capped by the data's shape).
-    seed
-        Seed of the factorisation.
-
-    Returns
-    -------
-    ``(weights, programs)``: ``(n, K)`` share of each cell's counts that each program explains (rows sum
-    to 1; uniform for cells without counts) and ``(K, G)`` programs as gene frequencies (rows sum to 1).
-    """
-    from sklearn.decomposition import NMF
-    from sklearn.exceptions import ConvergenceWarning
-
-    totals = counts.sum(1, keepdims=True)
-    freq = counts / np.maximum(totals, 1e-12)
-    k = int(max(1, min(n_programs, *counts.shape)))
-    nmf = NMF(n_components=k, init="nndsvda", max_iter=400, random_state=seed)
-    with warnings.catch_warnings():
-        # programs need only be roughly right: they steer augmentation, and a tolerance reached late changes
-        # nothing the model can see
-        warnings.filterwarnings("ignore", category=ConvergenceWarning)
-        W = nmf.fit_transform(freq)
-    H = nmf.components_
-    mass = H.sum(1)
-    programs = H / np.maximum(mass[:, None], 1e-12)
-    weights = W * mass[None, :]
-    row = weights.sum(1, keepdims=True)
-    weights = np.where(row > 0, weights / np.maximum(row, 1e-12), 1.0 / k)
-    return weights, programs
-
-
-def split_cells(
-    counts: np.ndarray, weights: np.ndarray, programs: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
-    """Replace each row by a cell-like sample of one of its programs, at the row's depth.
-
-    Each row draws a purity ``a`` uniformly in ``[0, 1]`` and one program ``k`` with the probabilities of its
-    ``weights``; its gene frequencies become ``a * programs[k] + (1 - a) * own frequencies`` and its counts a
-    Poisson draw at its own library size. A spot (a mixture of cells) so yields a profile between itself
-    and one of the cells it holds.
-
-    Parameters
-    ----------
-    counts
-        ``(n, G)`` counts.
-    weights, programs
-        From :func:`expression_programs`.
-    rng
-        Random generator.
-
-    Returns
-    -------
-    ``(n, G)`` float32 counts.
-    """
-    totals = counts.sum(1, keepdims=True)
-    freq = counts / np.maximum(totals, 1e-12)
-    cum = np.cumsum(weights, axis=1)
-    pick = (rng.random((len(counts), 1)) * cum[:, -1:] > cum).sum(1)
-    pick = np.minimum(pick, programs.shape[0] - 1)
-    a = rng.random((len(counts), 1))
-    mixed = a * programs[pick] + (1 - a) * freq
-    return rng.poisson(mixed * totals).astype(np.float32)
-
-
 def count_views(
     view: ExpressionView,
     n_views: int,
@@ -135,7 +63,6 @@ def count_views(
     *,
     min_depth: float,
     capture_sd: float,
-    n_programs: int = 0,
 ) -> list[np.ndarray]:
     """``n_views`` re-measured copies of a count reference, each preprocessed as a query would be.
 
@@ -149,9 +76,6 @@ def count_views(
         Random generator.
     min_depth, capture_sd
         See :func:`remeasure`.
-    n_programs
-        With ``n_programs > 0``, each copy first replaces every cell (spot) by a cell-like sample of one of
-        its ``n_programs`` expression programs (:func:`split_cells`), before it is re-measured.
 
     Returns
     -------
@@ -164,13 +88,10 @@ def count_views(
     codes = view.batch_codes
     n_batch = len(view.batch_names)
     sizes = np.maximum(np.bincount(codes, minlength=n_batch), 1).astype(np.float32)[:, None]
-    if n_programs > 0:
-        weights, programs = expression_programs(counts, n_programs, seed=int(rng.integers(2**31)))
     out = []
     for _ in range(n_views):
-        source = split_cells(counts, weights, programs, rng) if n_programs > 0 else counts
         lognorm = log_normalize(
-            remeasure(source, rng, min_depth=min_depth, capture_sd=capture_sd), prep.target_sum
+            remeasure(counts, rng, min_depth=min_depth, capture_sd=capture_sd), prep.target_sum
         )
         # each section is centred on its own mean, as a query's batches are
         means = np.zeros((n_batch, lognorm.shape[1]), dtype=np.float32)

@@ -176,12 +176,6 @@ class SetConfig(_ConfigMixin):
         1/16 reaches below the depth of one cell of a spot of 8.
     capture_sd
         Standard deviation of a gene's natural-log capture factor in a copy.
-    split_programs
-        With a positive number ``K``, each copy first replaces every spot (or cell) by a cell-like sample:
-        its expression moved part of the way (a uniform fraction) towards one of ``K`` expression programs
-        found by non-negative matrix factorisation of the reference, drawn with the share of its counts that
-        program explains. A spot-level reference so also shows the model profiles as pure as single cells.
-        ``0``: no splitting.
     """
 
     n_sets_per_epoch: int = 256
@@ -194,14 +188,11 @@ class SetConfig(_ConfigMixin):
     count_views: int = 0
     min_depth: float = 0.0625
     capture_sd: float = 0.5
-    split_programs: int = 0
 
     def __post_init__(self):
         if self.count_views < 0:
             raise ValueError(f"count_views must be non-negative, got {self.count_views}.")
         if not 0 < self.min_depth <= 1:
             raise ValueError(f"min_depth must lie in (0, 1], got {self.min_depth}.")
-        if self.split_programs < 0:
-            raise ValueError(f"split_programs must be non-negative, got {self.split_programs}.")
         if self.capture_sd < 0:
             raise ValueError(f"capture_sd must be non-negative, got {self.capture_sd}.")

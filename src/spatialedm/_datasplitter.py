@@ -272,7 +272,6 @@ class SetDataSplitter(pl.LightningDataModule):
                 np.random.default_rng([seed, 3]),
                 min_depth=config.min_depth,
                 capture_sd=config.capture_sd,
-                n_programs=config.split_programs,
             )
         train_sampler = SetSampler(self.coords, sections, ~self.val_mask, config)
         self.train_dataset = SetDataset(
